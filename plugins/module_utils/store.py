@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright: cloudhv.ch contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""On-host records: the layout of state_dir and run_dir, atomic JSON writes, per-VM locks.
+
+Layout (defaults):
+  <state_dir>/vms/<name>/vm.json     the record (desired spec + generated identity)
+  <state_dir>/vms/<name>/ch.log      the VMM's stdout/stderr
+  <state_dir>/vms/<name>/serial.log  the guest's serial console (when mode is file)
+  <run_dir>/<name>.sock|.pid|.lock   API socket, pid file, lock file
+No Ansible imports here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+
+from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
+    BusyError,
+    OptionError,
+    StateError,
+)
+
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$')
+NAME_RULE = "1-48 characters from [A-Za-z0-9_-], starting with a letter or digit"
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+RECORD_VERSION = 1
+
+
+def check_name(name, option='name'):
+    """Validate a VM or snapshot name; names become path components, so be strict."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise OptionError(option, "%r is not a valid name (%s)" % (name, NAME_RULE))
+    return name
+
+
+def write_json_atomic(path, data, mode=0o600):
+    """Write JSON so that readers see either the old or the new file, never a partial one:
+    temp file in the same directory, fsync, rename, fsync of the directory."""
+    directory = os.path.dirname(path) or '.'
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            os.fchmod(handle.fileno(), mode)
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory):
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, IOError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise StateError("cannot read %s: %s" % (path, exc))
+    except ValueError as exc:
+        raise StateError("record %s is not valid JSON (%s); it was not written by this "
+                         "collection or was edited by hand" % (path, exc))
+
+
+def ensure_dir(path, mode=0o700):
+    """Create a private directory (and parents) if missing; return the path."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode)
+        os.chmod(path, mode)
+    return path
+
+
+class Layout(object):
+    """Where everything of one host lives."""
+
+    def __init__(self, state_dir, run_dir):
+        self.state_dir = os.path.abspath(state_dir)
+        self.run_dir = os.path.abspath(run_dir)
+
+    @property
+    def vms_dir(self):
+        return os.path.join(self.state_dir, 'vms')
+
+    def vm_dir(self, name):
+        return os.path.join(self.vms_dir, check_name(name))
+
+    def record_path(self, name):
+        return os.path.join(self.vm_dir(name), 'vm.json')
+
+    def socket_path(self, name):
+        return os.path.join(self.run_dir, '%s.sock' % check_name(name))
+
+    def pid_path(self, name):
+        return os.path.join(self.run_dir, '%s.pid' % check_name(name))
+
+    def lock_path(self, name):
+        return os.path.join(self.run_dir, '%s.lock' % check_name(name))
+
+    def log_path(self, name):
+        return os.path.join(self.vm_dir(name), 'ch.log')
+
+    def serial_path(self, name):
+        return os.path.join(self.vm_dir(name), 'serial.log')
+
+    def snapshots_dir(self, name):
+        return os.path.join(self.vm_dir(name), 'snapshots')
+
+    def check_socket_path(self, name, option='run_dir'):
+        path = self.socket_path(name)
+        if len(path.encode('utf-8')) > MAX_SOCKET_PATH:
+            raise OptionError(option, "the API socket path %s is %d bytes long; unix socket paths "
+                              "must stay under 108 bytes: choose a shorter run_dir or VM name"
+                              % (path, len(path.encode('utf-8'))))
+        return path
+
+    def ensure_dirs(self, name=None):
+        ensure_dir(self.run_dir)
+        ensure_dir(self.vms_dir)
+        if name is not None:
+            ensure_dir(self.vm_dir(name))
+
+    def list_vms(self):
+        """Names of the VMs with a record, sorted."""
+        try:
+            entries = os.listdir(self.vms_dir)
+        except OSError:
+            return []
+        return sorted(e for e in entries
+                      if NAME_RE.match(e) and os.path.isfile(os.path.join(self.vms_dir, e, 'vm.json')))
+
+    def read_record(self, name):
+        record = read_json(self.record_path(name))
+        if record is not None and not isinstance(record, dict):
+            raise StateError("record %s is not a JSON object" % self.record_path(name))
+        return record
+
+    def write_record(self, name, record):
+        record = dict(record)
+        record['record_version'] = RECORD_VERSION
+        record['name'] = name
+        write_json_atomic(self.record_path(name), record)
+
+
+def record_taps(record):
+    """Tap names a record owns (generated for bridge networks)."""
+    taps = []
+    for net in (record or {}).get('networks') or []:
+        if net.get('tap') and net.get('managed_tap'):
+            taps.append(net['tap'])
+    return taps
+
+
+class VmLock(object):
+    """Exclusive per-VM flock with a bounded wait; raises BusyError when it times out.
+
+    Re-entrant within one process is not needed: each module run takes the lock once.
+    """
+
+    def __init__(self, layout, name, timeout=60.0, poll=0.05):
+        self.path = layout.lock_path(name)
+        self.name = name
+        self.timeout = timeout
+        self.poll = poll
+        self.fd = None
+
+    def acquire(self):
+        ensure_dir(os.path.dirname(self.path))
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except (OSError, IOError) as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise BusyError("VM %s is busy: another run holds %s and did not release it "
+                                    "within %.0f s" % (self.name, self.path, self.timeout))
+                time.sleep(self.poll)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False

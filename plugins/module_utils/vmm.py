@@ -1,0 +1,304 @@
+# -*- coding: utf-8 -*-
+# Copyright: cloudhv.ch contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Cloud Hypervisor process: launch, liveness, and the stop ladder.
+
+* launch: the binary runs detached from the module (new session, stdin /dev/null, stdout and
+  stderr appended to a log file, no inherited fds) with ``--api-socket path=<sock>``; a pid file
+  is written; a stale socket is removed first, but only when no live process owns it; we wait
+  (5 ms poll) until ``vmm.ping`` answers and fail fast with the log's tail if the process exits.
+* liveness survives PID reuse: the pid file only counts when /proc/<pid>/cmdline names both the
+  binary and the socket.
+* stop ladder, always ending with socket and pid file removed: ACPI power button -> wait up to
+  ``timeout`` -> vm.shutdown + vmm.shutdown -> SIGTERM -> SIGKILL. ``force`` starts at SIGTERM.
+No Ansible imports here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
+from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
+    ChApiError,
+    VmmError,
+    VmmNotReachable,
+)
+
+POLL = 0.005          # launch wait: poll period (s)
+STOP_POLL = 0.02      # stop ladder: poll period (s)
+LOG_TAIL = 20         # lines of the CH log shown when a launch fails
+
+
+def read_pid(pid_file):
+    try:
+        with open(pid_file) as handle:
+            text = handle.read().strip()
+    except (IOError, OSError):
+        return None
+    try:
+        pid = int(text)
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def proc_cmdline(pid):
+    """argv of a live (non-zombie) process, or None."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            stat = handle.read()
+        # the state letter follows the parenthesised command name
+        if stat[stat.rindex(')') + 2] in 'ZX':
+            return None
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            raw = handle.read()
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+    if not raw:
+        return None
+    return [a.decode('utf-8', 'replace') for a in raw.rstrip(b'\0').split(b'\0')]
+
+
+def cmdline_matches(argv, socket_path, binary=None):
+    """Does this argv belong to a VMM for ``socket_path`` (and ``binary``, when given)?
+
+    Interpreted stand-ins (a script with a shebang) show up as ``<interpreter> <script> ...``,
+    so the binary may be argv[0] or argv[1]."""
+    if not argv:
+        return False
+    if not any(a == socket_path or a.endswith('=' + socket_path) or
+               ('path=%s' % socket_path) in a.split(',') for a in argv):
+        return False
+    if binary is None:
+        return True
+    want = os.path.realpath(binary)
+    return any(os.path.realpath(a) == want for a in argv[:2])
+
+
+def running_pid(pid_file, socket_path, binary=None):
+    """The pid of the live VMM recorded in ``pid_file``, or None (dead, zombie, or PID reused)."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        return None
+    if cmdline_matches(proc_cmdline(pid), socket_path, binary):
+        return pid
+    return None
+
+
+def socket_accepts(path):
+    """True when something accepts connections on the unix socket ``path``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(0.5)
+        sock.connect(path)
+        return True
+    except (OSError, IOError):
+        return False
+    finally:
+        sock.close()
+
+
+def log_tail(path, offset=0, lines=LOG_TAIL):
+    try:
+        with open(path, 'rb') as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except (IOError, OSError):
+        return ''
+    return '\n'.join(data.decode('utf-8', 'replace').splitlines()[-lines:])
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+        return True
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        return False
+
+
+class Vmm(object):
+    """One CH process, identified by its API socket and pid file."""
+
+    def __init__(self, binary, socket_path, pid_file, log_file, api_timeout=30.0):
+        self.binary = binary
+        self.socket_path = socket_path
+        self.pid_file = pid_file
+        self.log_file = log_file
+        self.api_timeout = api_timeout
+        self._client = None
+        self._proc = None
+
+    # -- liveness ---------------------------------------------------------------------------
+    def pid(self):
+        return running_pid(self.pid_file, self.socket_path, self.binary)
+
+    def alive(self):
+        return self.pid() is not None
+
+    def _exited(self, pid):
+        if self._proc is not None and self._proc.pid == pid:
+            if self._proc.poll() is not None:
+                return True
+        else:
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+                if done == pid:
+                    return True
+            except ChildProcessError:
+                pass
+        return proc_cmdline(pid) is None
+
+    def _wait_exit(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._exited(pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(STOP_POLL)
+
+    def client(self):
+        if self._client is None:
+            self._client = ChClient(self.socket_path, timeout=self.api_timeout)
+        return self._client
+
+    def close(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- launch -----------------------------------------------------------------------------
+    def clear_stale_socket(self):
+        """Remove a socket file left by a dead VMM; refuse if a live process owns it."""
+        if not os.path.exists(self.socket_path):
+            return False
+        pid = self.pid()
+        if pid is not None:
+            raise VmmError("a VMM (pid %d) is already running on %s" % (pid, self.socket_path))
+        if socket_accepts(self.socket_path):
+            raise VmmError("%s is in use by a process this collection did not start; refusing to "
+                           "remove it" % self.socket_path)
+        return _unlink(self.socket_path)
+
+    def launch(self, args=(), env=None, start_timeout=10.0):
+        """Start the VMM and return its pid once ``vmm.ping`` answers."""
+        if not os.path.isfile(self.binary) or not os.access(self.binary, os.X_OK):
+            raise VmmError("binary: %s is missing or not executable" % self.binary, option='binary')
+        self.clear_stale_socket()
+        argv = [self.binary, '--api-socket', 'path=%s' % self.socket_path] + list(args)
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            offset = os.lseek(log_fd, 0, os.SEEK_END)
+            os.write(log_fd, ('--- cloudhv.ch: launching %s at %s ---\n'
+                              % (' '.join(argv), time.strftime('%Y-%m-%dT%H:%M:%S'))).encode())
+            offset = os.lseek(log_fd, 0, os.SEEK_END)
+            try:
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+                    start_new_session=True, cwd='/', env=env)
+            except OSError as exc:
+                raise VmmError("cannot start %s: %s" % (self.binary, exc))
+        finally:
+            os.close(log_fd)
+        pid = self._proc.pid
+        _write_pid(self.pid_file, pid)
+        deadline = time.monotonic() + start_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                _unlink(self.pid_file)
+                raise VmmError("%s exited with status %s before its API answered; last lines of %s:\n%s"
+                               % (self.binary, code, self.log_file, log_tail(self.log_file, offset)),
+                               log_file=self.log_file)
+            if socket_accepts(self.socket_path):
+                try:
+                    self.client().ping()
+                    return pid
+                except (VmmNotReachable, ChApiError):
+                    pass
+            if time.monotonic() >= deadline:
+                self._signal(pid, signal.SIGKILL)
+                self._wait_exit(pid, 5)
+                self.cleanup()
+                raise VmmError("%s did not answer on %s within %ss; last lines of %s:\n%s"
+                               % (self.binary, self.socket_path, start_timeout, self.log_file,
+                                  log_tail(self.log_file, offset)), log_file=self.log_file)
+            time.sleep(POLL)
+
+    # -- stop -------------------------------------------------------------------------------
+    def _signal(self, pid, sig):
+        try:
+            os.kill(pid, sig)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    @staticmethod
+    def _try(call):
+        """(ok, result) of an API call whose failure only means "go to the next step"."""
+        try:
+            return True, call()
+        except (ChApiError, VmmNotReachable):
+            return False, None
+
+    def stop(self, timeout=30.0, force=False, term_timeout=5.0, kill_timeout=5.0):
+        """Run the stop ladder; return the steps taken (empty when nothing was running)."""
+        steps = []
+        pid = self.pid()
+        if pid is None:
+            self.cleanup()
+            return steps
+        if not force:
+            client = self.client()
+            info = self._try(client.info)[1]
+            state = info.get('state') if isinstance(info, dict) else None
+            # A paused guest cannot react to ACPI: go straight to vm.shutdown for it.
+            if state == 'Running':
+                steps.append('acpi-power-button')
+                if self._try(client.power_button)[0] and self._wait_exit(pid, timeout):
+                    self.close()
+                    self.cleanup()
+                    return steps
+            steps.append('vmm-shutdown')
+            self._try(client.shutdown)
+            self._try(client.vmm_shutdown)
+            self.close()
+            if self._wait_exit(pid, term_timeout):
+                self.cleanup()
+                return steps
+        self.close()
+        steps.append('sigterm')
+        self._signal(pid, signal.SIGTERM)
+        if not self._wait_exit(pid, term_timeout):
+            steps.append('sigkill')
+            self._signal(pid, signal.SIGKILL)
+            if not self._wait_exit(pid, kill_timeout):
+                raise VmmError("VMM pid %d did not exit even after SIGKILL" % pid)
+        self.cleanup()
+        return steps
+
+    def cleanup(self):
+        """Remove socket and pid file unless a live VMM still owns them. True if removed."""
+        if self.pid() is not None:
+            return False
+        removed = _unlink(self.socket_path)
+        removed = _unlink(self.pid_file) or removed
+        return removed
+
+
+def _write_pid(path, pid):
+    tmp = '%s.tmp.%d' % (path, os.getpid())
+    with open(tmp, 'w') as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write('%d\n' % pid)
+    os.rename(tmp, path)

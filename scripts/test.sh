@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the collection on a fresh Debian/Ubuntu machine (root): installs what it
+# needs, then sanity, lint, unit, engine, simulator, network and integration tests.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k ch_vm).
+source "$(dirname "$0")/lib.sh"
+setup_all
+cd "$REPO"
+echo ">> ansible-test sanity"
+bash "$REPO/tests/sanity/run.sh"
+echo ">> ansible-lint --profile production"
+"$VENV/bin/ansible-lint" --profile production -q
+echo ">> pytest"
+exec "$PY" -m pytest -n 2 --dist loadgroup -p no:cacheprovider "$@" tests
