@@ -1,0 +1,561 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cloudhv.ch contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: ch_vm
+short_description: Manage the whole lifecycle of a Cloud Hypervisor virtual machine
+version_added: 0.1.0
+description:
+  - Declares a Cloud Hypervisor (CH) VM and converges the host to it on every run, reporting
+    C(changed=false) once it is there.
+  - The VM's record (desired spec and generated identity such as MACs and tap names) lives in
+    C(<state_dir>/vms/<name>/vm.json); each VM runs in its own detached CH process with its API
+    socket in O(run_dir).
+  - Changes CH can apply to a running VM (vCPUs, RAM within O(memory_hotplug), balloon, adding and
+    removing disks and NICs) are applied live; anything else follows O(apply_changes).
+  - Every operation holds the VM's lock, so two runs touching the same VM serialize; a run that
+    cannot get the lock within 60 seconds fails with a clear "busy" error.
+author:
+  - cloudhv.ch maintainers
+options:
+  name:
+    description:
+      - Name of the VM, 1-48 characters from C([A-Za-z0-9_-]), starting with a letter or digit.
+    type: str
+    required: true
+  state:
+    description:
+      - V(running) boots the VM if needed and resumes it if paused.
+      - V(present) prepares the record, disks and cloud-init image; an existing VM's run state is
+        left alone (live changes are still applied to a running VM).
+      - V(stopped) stops the VMM (the stop ladder, see O(stop_timeout)) and keeps the record.
+      - V(paused) boots the VM if needed and pauses it.
+      - V(restarted) always reboots a running VM (or stops and starts it when pending changes need a
+        new VMM) and boots a stopped one; always changed.
+      - V(absent) stops the VM and removes its record; with O(purge) also its managed files.
+    type: str
+    choices: [running, present, stopped, paused, restarted, absent]
+    default: running
+  cpus:
+    description: Number of vCPUs at boot.
+    type: int
+    default: 1
+  max_cpus:
+    description:
+      - The ceiling for live vCPU changes. Defaults to O(cpus).
+      - Changing it needs a restart (see O(apply_changes)).
+    type: int
+  memory:
+    description:
+      - Guest RAM. An integer is MiB; a string takes units K, M, G, T (powers of 1024), for example
+        V(512M), V(2G) or V(2GiB).
+      - Raising it on a running VM within O(memory_hotplug) is applied live; lowering it needs a restart.
+    type: raw
+    default: 512M
+  memory_hotplug:
+    description: Extra RAM that can be added to the running VM later (same units as O(memory)).
+    type: raw
+  hugepages:
+    description: Back guest RAM with pre-allocated hugepages. The module fails before launching when too few are free.
+    type: bool
+    default: false
+  shared_memory:
+    description: Map guest RAM shared (needed by vhost-user devices and virtio-fs).
+    type: bool
+    default: false
+  balloon:
+    description: A virtio-balloon device.
+    type: dict
+    suboptions:
+      size:
+        description: Balloon size (memory taken from the guest), same units as O(memory). Changed live.
+        type: raw
+        default: 0
+      deflate_on_oom:
+        description: Let the guest deflate the balloon when it runs out of memory.
+        type: bool
+        default: false
+      free_page_reporting:
+        description: Let the guest report free pages to the host.
+        type: bool
+        default: false
+  firmware:
+    description:
+      - Firmware to boot (for example C(hypervisor-fw) or C(CLOUDHV.fd)) for cloud images.
+      - Exactly one of O(firmware) or O(kernel) is needed when the VM is first created.
+    type: path
+  kernel:
+    description: A kernel to boot directly (with O(cmdline) and O(initramfs)).
+    type: path
+  cmdline:
+    description: Kernel command line, with O(kernel).
+    type: str
+  initramfs:
+    description: Initramfs, with O(kernel).
+    type: path
+  disks:
+    description:
+      - Disks in order. Files the module creates (with O(disks[].size) or O(disks[].backing_file))
+        are managed and removed only by O(state=absent) with O(purge=true). User files are never deleted.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path of the disk image.
+        type: path
+        required: true
+      readonly:
+        description: Attach read-only.
+        type: bool
+        default: false
+      direct:
+        description: Open with O_DIRECT.
+        type: bool
+        default: false
+      image_type:
+        description: Image format, always sent to CH. Defaults from the file extension (C(.qcow2), C(.vhdx), C(.vhd)), raw otherwise.
+        type: str
+        choices: [raw, qcow2, vhdx, fixedvhd]
+      id:
+        description: Device id in CH. Defaults to C(disk<index>).
+        type: str
+      serial:
+        description: Disk serial number shown to the guest.
+        type: str
+      size:
+        description: Create a sparse raw image of this size (same units as O(memory)) when O(disks[].path) does not exist.
+        type: raw
+      backing_file:
+        description: Create a qcow2 overlay at O(disks[].path) on top of this base image (with C(qemu-img)) when the path does not exist.
+        type: path
+      rate_limit:
+        description: I/O limits, translated to CH's C(rate_limiter_config) with one-second token buckets.
+        type: dict
+        suboptions:
+          bandwidth:
+            description: Bytes per second.
+            type: int
+          iops:
+            description: Operations per second.
+            type: int
+  networks:
+    description: Network interfaces in order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      bridge:
+        description:
+          - Attach to this existing bridge. The module creates a persistent tap (named C(chv) plus a hash),
+            attaches it, sets it up before boot, and removes it when the VM stops or is removed.
+          - Exactly one of O(networks[].bridge) and O(networks[].tap).
+        type: str
+      tap:
+        description: Use this existing tap as it is (the module does not create or delete it).
+        type: str
+      mac:
+        description:
+          - Guest MAC address. Default a locally administered MAC derived from the host, the VM name and the index, stored in the record.
+        type: str
+      ip:
+        description: IP address CH gives the tap (host side).
+        type: str
+      mask:
+        description: Netmask for O(networks[].ip).
+        type: str
+      mtu:
+        description: MTU of the interface.
+        type: int
+      num_queues:
+        description:
+          - RX and TX queues counted together (CH's default 2 is one queue pair). More than 2 makes the tap multi-queue.
+        type: int
+      id:
+        description: Device id in CH. Defaults to C(net<index>).
+        type: str
+      rate_limit:
+        description: Traffic limits, translated to CH's C(rate_limiter_config).
+        type: dict
+        suboptions:
+          bandwidth:
+            description: Bytes per second.
+            type: int
+          pps:
+            description: Packets per second.
+            type: int
+  cloud_init:
+    description:
+      - Build a NoCloud C(cidata) ISO 9660 image in the VM's directory and attach it read-only.
+        It is rebuilt only when its content changes.
+      - User data never appears in results or diffs; only a digest does.
+    type: dict
+    suboptions:
+      user_data:
+        description: A string used as it is, or a dict rendered as C(#cloud-config).
+        type: raw
+      meta_data:
+        description: Meta-data; C(instance-id) and C(local-hostname) default from the VM name.
+        type: dict
+      network_config:
+        description: Network configuration, a string or a dict rendered as YAML.
+        type: raw
+  serial:
+    description: Serial port. V(file) writes to C(<state_dir>/vms/<name>/serial.log); V(socket) listens on C(<run_dir>/<name>.serial.sock).
+    type: str
+    choices: ['off', 'null', pty, tty, file, socket]
+    default: file
+  console:
+    description: virtio-console. Default V(off), because CH's own default (tty) is wrong for a detached VMM.
+    type: str
+    choices: ['off', 'null', pty, tty, file, socket]
+    default: 'off'
+  vsock:
+    description: A virtio-vsock device.
+    type: dict
+    suboptions:
+      cid:
+        description: Guest context id, 3 or more.
+        type: int
+        required: true
+      socket:
+        description: Host-side unix socket. Default C(<state_dir>/vms/<name>/vsock.sock).
+        type: path
+  devices:
+    description: VFIO devices to pass through, as sysfs paths.
+    type: list
+    elements: path
+    default: []
+  platform:
+    description: Platform (SMBIOS) settings.
+    type: dict
+    suboptions:
+      uuid:
+        description: System UUID.
+        type: str
+      serial_number:
+        description: System serial number.
+        type: str
+      oem_strings:
+        description: OEM strings.
+        type: list
+        elements: str
+  extra_config:
+    description:
+      - A dict deep-merged last into the VmConfig, for CH options the module does not model.
+        CH still validates it; unknown keys are refused by CH and the VM is not created.
+    type: dict
+  apply_changes:
+    description:
+      - V(live) applies what CH can change on a running VM and records the rest, returning C(restart_required=true).
+      - V(restart) restarts the VM when a change needs it.
+      - V(never) only updates the record.
+    type: str
+    choices: [live, restart, never]
+    default: live
+  stop_timeout:
+    description: Seconds to wait for the guest to power off after the ACPI power button, before the stop ladder goes on.
+    type: float
+    default: 30
+  force:
+    description: Skip the graceful steps when stopping (SIGTERM, then SIGKILL).
+    type: bool
+    default: false
+  purge:
+    description: With O(state=absent), also delete managed disks, the cloud-init image, logs and snapshots.
+    type: bool
+    default: false
+  launcher:
+    description:
+      - How the VMM is started. V(direct) runs it as a detached process. V(systemd) is not available
+        yet and fails clearly. V(auto) is V(direct).
+    type: str
+    choices: [auto, direct, systemd]
+    default: auto
+  autostart:
+    description:
+      - Boot the VM when the host starts. Needs systemd as PID 1; fails clearly elsewhere.
+        Not implemented yet beyond that check.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - cloudhv.ch.common
+  - cloudhv.ch.common.action_group
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: partial
+    details: V(state=restarted) always reports a change.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+requirements:
+  - httpx >= 0.27 on the target
+  - pyroute2 >= 0.7.12 on the target (for O(networks) with a bridge)
+  - pycdlib >= 1.14 on the target (for O(cloud_init))
+  - qemu-img on the target (for O(disks[].backing_file))
+seealso:
+  - module: cloudhv.ch.ch_vm_info
+  - module: cloudhv.ch.ch_network
+'''
+
+EXAMPLES = r'''
+- name: A cloud-image VM with cloud-init on a bridge
+  cloudhv.ch.ch_vm:
+    name: web1
+    cpus: 2
+    max_cpus: 8
+    memory: 2G
+    memory_hotplug: 6G
+    firmware: /usr/local/share/cloud-hypervisor/hypervisor-fw
+    disks:
+      - path: /var/lib/cloudhv/vms/web1/root.qcow2
+        backing_file: /var/lib/images/jammy-server-cloudimg-amd64.img
+    networks:
+      - bridge: br-vms
+    cloud_init:
+      user_data:
+        users:
+          - name: ops
+            ssh_authorized_keys: ["{{ lookup('ansible.builtin.file', 'ops.pub') }}"]
+        packages: [nginx]
+
+- name: A direct-kernel VM with a scratch disk the module creates
+  cloudhv.ch.ch_vm:
+    name: builder
+    kernel: /srv/kernels/vmlinux
+    cmdline: console=ttyS0 root=/dev/vda rw
+    disks:
+      - path: /srv/images/builder-root.raw
+      - path: /var/lib/cloudhv/vms/builder/scratch.raw
+        size: 20G
+
+- name: Grow a running VM live (vCPUs up to max_cpus, RAM within memory_hotplug)
+  cloudhv.ch.ch_vm:
+    name: web1
+    cpus: 4
+    max_cpus: 8
+    memory: 4G
+    memory_hotplug: 6G
+    firmware: /usr/local/share/cloud-hypervisor/hypervisor-fw
+    disks:
+      - path: /var/lib/cloudhv/vms/web1/root.qcow2
+        backing_file: /var/lib/images/jammy-server-cloudimg-amd64.img
+    networks:
+      - bridge: br-vms
+  register: web1
+
+- name: Stop a VM, waiting up to 60 s for the guest to power off
+  cloudhv.ch.ch_vm:
+    name: web1
+    state: stopped
+    stop_timeout: 60
+
+- name: Remove a VM and everything the collection created for it (user disks survive)
+  cloudhv.ch.ch_vm:
+    name: builder
+    state: absent
+    purge: true
+'''
+
+RETURN = r'''
+vm:
+  description: The VM after the run (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+      returned: always
+      sample: web1
+    state:
+      description: Run state, one of V(running), V(paused), V(stopped), V(absent).
+      type: str
+      returned: always
+      sample: running
+    pid:
+      description: PID of the VMM process, or null.
+      type: int
+      returned: when the VM exists
+      sample: 4242
+    api_socket:
+      description: The VMM's API socket, or null when not running.
+      type: str
+      returned: when the VM exists
+      sample: /run/cloudhv/web1.sock
+    config:
+      description: The VmConfig sent (or to be sent) to CH.
+      type: dict
+      returned: when the VM exists
+    live_config:
+      description: The VM's config as CH reports it (C(vm.info)), when it is running.
+      type: dict
+      returned: when the VM exists
+    memory_actual_size:
+      description: Guest RAM in bytes as CH reports it, when running.
+      type: int
+      returned: when the VM exists
+      sample: 2147483648
+    serial_file:
+      description: The serial console log, when O(serial=file).
+      type: str
+      returned: when the VM exists
+      sample: /var/lib/cloudhv/vms/web1/serial.log
+    console_pty:
+      description: The pty of the serial port or console, when one is in V(pty) mode and the VM runs.
+      type: str
+      returned: when the VM exists
+    log_file:
+      description: The VMM's log.
+      type: str
+      returned: when the VM exists
+      sample: /var/lib/cloudhv/vms/web1/ch.log
+    networks:
+      description: NICs with their id, tap, MAC and bridge.
+      type: list
+      elements: dict
+      returned: when the VM exists
+      sample: [{id: net0, tap: chv1a2b3c4d5e6f, mac: '02:5e:11:22:33:44', bridge: br-vms}]
+    disks:
+      description: Disks with their id, path and whether the module created (manages) the file.
+      type: list
+      elements: dict
+      returned: when the VM exists
+      sample: [{id: disk0, path: /var/lib/cloudhv/vms/web1/root.qcow2, managed: true}]
+restart_required:
+  description: True when the record holds changes that only a restart of the VM applies.
+  returned: always
+  type: bool
+  sample: false
+changes:
+  description: Short human-readable descriptions of what was (or in check mode would be) done.
+  returned: always
+  type: list
+  elements: str
+  sample: [start the VM]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.cloudhv.ch.plugins.module_utils.common import common_argument_spec, run_module
+from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
+from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import VmManager
+
+RATE = dict(bandwidth=dict(type='int'), iops=dict(type='int'))
+CONSOLE = ['off', 'null', 'pty', 'tty', 'file', 'socket']
+
+
+def argument_spec():
+    return common_argument_spec(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='running',
+                   choices=['running', 'present', 'stopped', 'paused', 'restarted', 'absent']),
+        cpus=dict(type='int', default=1),
+        max_cpus=dict(type='int'),
+        memory=dict(type='raw', default='512M'),
+        memory_hotplug=dict(type='raw'),
+        hugepages=dict(type='bool', default=False),
+        shared_memory=dict(type='bool', default=False),
+        balloon=dict(type='dict', options=dict(
+            size=dict(type='raw', default=0),
+            deflate_on_oom=dict(type='bool', default=False),
+            free_page_reporting=dict(type='bool', default=False))),
+        firmware=dict(type='path'),
+        kernel=dict(type='path'),
+        cmdline=dict(type='str'),
+        initramfs=dict(type='path'),
+        disks=dict(type='list', elements='dict', default=[], options=dict(
+            path=dict(type='path', required=True),
+            readonly=dict(type='bool', default=False),
+            direct=dict(type='bool', default=False),
+            image_type=dict(type='str', choices=['raw', 'qcow2', 'vhdx', 'fixedvhd']),
+            id=dict(type='str'),
+            serial=dict(type='str'),
+            size=dict(type='raw'),
+            backing_file=dict(type='path'),
+            rate_limit=dict(type='dict', options=RATE))),
+        networks=dict(type='list', elements='dict', default=[], options=dict(
+            bridge=dict(type='str'),
+            tap=dict(type='str'),
+            mac=dict(type='str'),
+            ip=dict(type='str'),
+            mask=dict(type='str'),
+            mtu=dict(type='int'),
+            num_queues=dict(type='int'),
+            id=dict(type='str'),
+            rate_limit=dict(type='dict', options=dict(bandwidth=dict(type='int'), pps=dict(type='int'))))),
+        cloud_init=dict(type='dict', options=dict(
+            user_data=dict(type='raw', no_log=True),
+            meta_data=dict(type='dict'),
+            network_config=dict(type='raw'))),
+        serial=dict(type='str', default='file', choices=CONSOLE),
+        console=dict(type='str', default='off', choices=CONSOLE),
+        vsock=dict(type='dict', options=dict(cid=dict(type='int', required=True), socket=dict(type='path'))),
+        devices=dict(type='list', elements='path', default=[]),
+        platform=dict(type='dict', options=dict(
+            uuid=dict(type='str'), serial_number=dict(type='str'),
+            oem_strings=dict(type='list', elements='str'))),
+        extra_config=dict(type='dict'),
+        apply_changes=dict(type='str', default='live', choices=['live', 'restart', 'never']),
+        stop_timeout=dict(type='float', default=30.0),
+        force=dict(type='bool', default=False),
+        purge=dict(type='bool', default=False),
+        launcher=dict(type='str', default='auto', choices=['auto', 'direct', 'systemd']),
+        autostart=dict(type='bool', default=False),
+    )
+
+
+def systemd_is_pid1():
+    try:
+        with open('/proc/1/comm') as handle:
+            return handle.read().strip() == 'systemd'
+    except (IOError, OSError):
+        return False
+
+
+def action(module):
+    params = module.params
+    if params['launcher'] == 'systemd' or params['autostart']:
+        option = 'autostart' if params['autostart'] else 'launcher'
+        if not systemd_is_pid1():
+            raise HostError("%s: needs systemd as PID 1, and this host runs %s; use launcher=direct "
+                            "and autostart=false here" % (option, _pid1()), option=option)
+        raise HostError("%s: systemd integration is not implemented in this release; use "
+                        "launcher=direct and autostart=false" % option, option=option)
+    result = VmManager(params, check_mode=module.check_mode).converge(params['state'])
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
+    if not module._diff:
+        result.pop('diff', None)
+    return result
+
+
+def _pid1():
+    try:
+        with open('/proc/1/comm') as handle:
+            return handle.read().strip() or 'an unknown init'
+    except (IOError, OSError):
+        return 'an unknown init'
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    run_module(module, action)
+
+
+if __name__ == '__main__':
+    main()
