@@ -20,7 +20,7 @@ description:
   - Never fails on an unusual host. A probe that cannot be answered is reported as V(null) with a
     reason, for example nested virtualization on a host whose KVM comes from C(kvm_pvm).
 author:
-  - cloudhv.ch maintainers
+  - cloudhv.ch maintainers (@cloudhv)
 options:
   firmware_dir:
     description:

@@ -83,7 +83,7 @@ def _run(cmd, tmp_path, env_extra=None, timeout=300):
     path = env['CLOUDHV_RESULTS_FILE']
     if os.path.exists(path):
         os.unlink(path)
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, check=False,
                           timeout=timeout)
     return RunResult(proc, _read_results(path))
 
