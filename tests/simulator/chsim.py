@@ -1355,6 +1355,11 @@ class Vmm:
                     raise VmErr("Error from device manager",
                                 "Cannot resize disk %s: disk is read-only" % dev_id)
                 try:
+                    cur = os.fstat(fds[0]).st_size
+                    if size is not None and size < cur:
+                        raise VmErr("Error from device manager",
+                                    "Cannot resize disk %s: shrinking (%d -> %d bytes) is not "
+                                    "supported" % (dev_id, cur, size))
                     if size is not None:
                         os.ftruncate(fds[0], size)
                 except OSError as e:
@@ -1515,7 +1520,7 @@ class Vmm:
         EVENTS.emit("vm", "snapshotted")
         return 204, None
 
-    def do_restore(self, body, at_start=False):
+    def do_restore(self, body):
         if self.live is not None or self.config is not None:
             raise already_created()
         src = url_to_path(body.get("source_url"), "Cannot restore VM")
@@ -2467,14 +2472,9 @@ def main(argv=None):
         EVENTS.emit("vmm", "starting")
         try:
             if restore is not None:
-                problems = SPEC.check("RestoreConfig", restore)
-                if problems:
-                    raise VmErr(*problems)
-                vmm.do_restore(restore, at_start=True)
+                vmm.do_restore(restore)
             elif (cli_cfg.get("payload") or {}).keys() & {"kernel", "firmware", "igvm"}:
-                problems = SPEC.check("VmConfig", cli_cfg)
-                if problems:
-                    raise VmErr("Invalid VM configuration", *problems)
+                # The CLI parser only produces well-typed, known fields.
                 vmm.do_create(cli_cfg)
                 vmm.do_boot(None)
         except VmErr as e:
