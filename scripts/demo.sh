@@ -4,7 +4,7 @@
 # and the playbook says so.
 source "$(dirname "$0")/lib.sh"
 setup_all
-cd "$REPO"
+cd "$REPO" || exit 1
 CH_BINARY="${CH_BINARY:-}"
 if [ -z "$CH_BINARY" ] && [ -x /usr/local/bin/cloud-hypervisor ]; then CH_BINARY=/usr/local/bin/cloud-hypervisor; fi
 SIMULATED=false

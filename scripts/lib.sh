@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared setup for scripts/*.sh: Debian packages, the virtualenv, the collection link.
 # Everything here is idempotent and quiet when there is nothing to do.
 set -euo pipefail

@@ -4,7 +4,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k ch_vm).
 source "$(dirname "$0")/lib.sh"
 setup_all
-cd "$REPO"
+cd "$REPO" || exit 1
 echo ">> ansible-test sanity"
 bash "$REPO/tests/sanity/run.sh"
 echo ">> ansible-lint --profile production"

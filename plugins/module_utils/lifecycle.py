@@ -32,6 +32,8 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
     VmLock,
     check_name,
     ensure_dir,
+    read_json,
+    write_json_atomic,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
 
@@ -233,8 +235,13 @@ class VmManager(object):
 
     # -- converge ---------------------------------------------------------------------------
     def converge(self, state):
+        self.layout.check_socket_path(self.name)
         if state == 'absent':
             return self._locked(self._converge_absent)
+        # Validate everything before the lock: bad input must not even create the lock file.
+        record = self.layout.read_record(self.name)
+        spec = self.desired(record)[0]
+        self.check_host_inputs(spec, starting=False)
         return self._locked(lambda: self._converge_present(state))
 
     def _locked(self, func):
@@ -276,7 +283,7 @@ class VmManager(object):
         if present_taps:
             plan.add('remove taps %s' % ', '.join(present_taps), lambda: self._remove_taps(present_taps))
         if obs.record is not None:
-            plan.add('remove the record', lambda: os.unlink(self.layout.record_path(self.name)))
+            plan.add('remove the record', lambda: self._remove_record(record, purge))
         if purge and os.path.isdir(self.vm_dir):
             managed = set(record.get('managed_files', []))
             user_disks = set(d['path'] for d in (record.get('spec') or {}).get('disks', [])
@@ -290,6 +297,17 @@ class VmManager(object):
                 _unlink_quiet(path)
         return self._result(plan, before, {'state': 'absent', 'spec': {}},
                             {'name': self.name, 'state': 'absent'})
+
+    def managed_list_path(self):
+        return os.path.join(self.vm_dir, 'managed.json')
+
+    def _remove_record(self, record, purge):
+        # Without purge the files we created stay, and so does the knowledge that they are ours:
+        # a later purge of a re-created VM of this name still cleans them up.
+        managed = [p for p in record.get('managed_files', []) if os.path.exists(p)]
+        if managed and not purge:
+            write_json_atomic(self.managed_list_path(), {'managed_files': managed})
+        os.unlink(self.layout.record_path(self.name))
 
     def _purge(self, managed, user_disks):
         for path in managed:
@@ -330,7 +348,11 @@ class VmManager(object):
         if starting:
             self.check_capacity(spec, plan)
 
-        record = copy.deepcopy(obs.record) if obs.record else {'managed_files': []}
+        if obs.record:
+            record = copy.deepcopy(obs.record)
+        else:
+            left = read_json(self.managed_list_path()) or {}
+            record = {'managed_files': [p for p in left.get('managed_files', []) if os.path.exists(p)]}
         # 1. files: managed disks and the cloud-init image
         self.plan_files(spec, cloud, record, plan)
         # 2. the record
@@ -355,6 +377,7 @@ class VmManager(object):
             self.layout.ensure_dirs(self.name)
             # The record is written first: a run killed half-way is converged by the next one.
             self.layout.write_record(self.name, dict(new_record, managed_files=record['managed_files']))
+            _unlink_quiet(self.managed_list_path())
             try:
                 for step in plan.steps:
                     step()

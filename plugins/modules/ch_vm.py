@@ -22,7 +22,7 @@ description:
   - Every operation holds the VM's lock, so two runs touching the same VM serialize; a run that
     cannot get the lock within 60 seconds fails with a clear "busy" error.
 author:
-  - cloudhv.ch maintainers
+  - cloudhv.ch maintainers (@cloudhv)
 options:
   name:
     description:

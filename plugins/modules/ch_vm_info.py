@@ -20,7 +20,7 @@ description:
     brings it back.
   - Read-only; never changes anything.
 author:
-  - cloudhv.ch maintainers
+  - cloudhv.ch maintainers (@cloudhv)
 options:
   name:
     description: Only this VM. All recorded VMs when omitted.

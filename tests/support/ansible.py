@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import yaml
 
@@ -61,7 +62,7 @@ def ansible_env(tmp_path, extra=None):
         'ANSIBLE_RETRY_FILES_ENABLED': '0',
         'ANSIBLE_LOCAL_TEMP': str(tmp_path / '.ansible-tmp'),
         'ANSIBLE_HOME': str(tmp_path / '.ansible-home'),
-        'CLOUDHV_RESULTS_FILE': str(tmp_path / ('results-%d.jsonl' % os.getpid())),
+        'CLOUDHV_RESULTS_FILE': str(tmp_path / ('results-%s.jsonl' % uuid.uuid4().hex)),
         'PATH': BIN + os.pathsep + env.get('PATH', ''),
     })
     if extra:
@@ -78,8 +79,10 @@ def _read_results(path):
     return results
 
 
-def _run(cmd, tmp_path, env_extra=None, timeout=300):
+def _run(cmd, tmp_path, env_extra=None, timeout=300, netns=None):
     env = ansible_env(tmp_path, env_extra)
+    if netns:
+        cmd = ['ip', 'netns', 'exec', netns] + cmd
     path = env['CLOUDHV_RESULTS_FILE']
     if os.path.exists(path):
         os.unlink(path)
@@ -90,8 +93,9 @@ def _run(cmd, tmp_path, env_extra=None, timeout=300):
 
 def run_playbook(tmp_path, tasks=None, playbook=None, hosts='localhost', check=False, diff=False,
                  extra_vars=None, env=None, gather_facts=False, inventory=None, args=(),
-                 play_extra=None, timeout=300):
-    """Run a playbook: either a list of tasks (wrapped in a play on localhost) or a file."""
+                 play_extra=None, timeout=300, netns=None):
+    """Run a playbook: either a list of tasks (wrapped in a play on localhost) or a file.
+    With ``netns``, ansible-playbook itself runs inside that network namespace."""
     if playbook is None:
         play = {'name': 'test', 'hosts': hosts, 'gather_facts': gather_facts, 'tasks': tasks}
         if hosts == 'localhost':
@@ -109,12 +113,12 @@ def run_playbook(tmp_path, tasks=None, playbook=None, hosts='localhost', check=F
     if extra_vars:
         cmd += ['-e', json.dumps(extra_vars)]
     cmd += list(args)
-    return _run(cmd, tmp_path, env, timeout)
+    return _run(cmd, tmp_path, env, timeout, netns)
 
 
 def run_adhoc(tmp_path, module, module_args='', check=False, diff=False, env=None, args=(),
-              timeout=300):
-    """`ansible localhost -m MODULE -a ARGS` with a local connection."""
+              timeout=300, netns=None):
+    """`ansible localhost -m MODULE -a ARGS` with a local connection (inside ``netns`` if given)."""
     if not isinstance(module_args, str):
         module_args = json.dumps(module_args)
     cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
@@ -124,4 +128,4 @@ def run_adhoc(tmp_path, module, module_args='', check=False, diff=False, env=Non
     if diff:
         cmd.append('--diff')
     cmd += list(args)
-    return _run(cmd, tmp_path, env, timeout)
+    return _run(cmd, tmp_path, env, timeout, netns)

@@ -50,7 +50,7 @@ def test_macs_are_locally_administered_unicast_and_stable():
     for vm in ('web1', 'web2', 'db'):
         for idx in range(4):
             mac = spec.mac_address('host-a', vm, idx)
-            first = int(mac.split(':')[0], 16)
+            first = int(mac.split(':', 1)[0], 16)
             assert first & 0x02 and not first & 0x01
             assert mac == spec.mac_address('host-a', vm, idx)
             macs.add(mac)
