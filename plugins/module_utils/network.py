@@ -1,0 +1,560 @@
+# -*- coding: utf-8 -*-
+# Copyright: cloudhv.ch contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ch_network's engine: desired state from options, actual state from netlink and nftables,
+the plan between them, and its execution.
+
+* :func:`desired_from_params` validates and normalizes every option (OptionError before any
+  change);
+* :meth:`NetworkManager.gather` reads the host (netlink, our nft table, VM records);
+* :func:`plan` is pure: (desired, actual) -> ordered steps, before/after for the diff and the
+  predicted result, so check mode predicts exactly what a run does;
+* :meth:`NetworkManager.run` executes the steps (unless in check mode) and reads the result back.
+
+Options left out (``None``) are not managed: ``addresses``, ``mtu``, ``nat``, ``isolation`` and
+``egress`` keep what the bridge has. IPv6 link-local addresses (fe80::/10) that the kernel
+assigns are never removed and not reported unless listed.
+
+Ordering guarantees: firewall rules are installed before forwarding is enabled and forwarding
+is restored before rules are removed, so VM traffic is never forwarded unfiltered.
+No Ansible imports here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import ipaddress
+import os
+import time
+
+from ansible_collections.cloudhv.ch.plugins.module_utils import firewall as fw
+from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
+    BusyError,
+    HostError,
+    OptionError,
+)
+from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import (
+    check_ifname,
+    check_netns,
+    is_collection_tap,
+)
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import record_taps
+
+LINK_LOCAL6 = ipaddress.ip_network('fe80::/10')
+DEFAULT_BRIDGE_MTU = 1500
+MIN_MTU = 68
+MIN_MTU_IPV6 = 1280
+MAX_MTU = 65535
+LOCK_NAME = '.network.lock'
+LOCK_TIMEOUT = 60.0
+PROTOS = ('tcp', 'udp', 'icmp')
+
+
+# ---------------------------------------------------------------------------------------------
+# desired state
+
+def normalize_address(value, option='addresses'):
+    """'10.77.0.1/24' -> '10.77.0.1/24'; IPv6 compressed; the prefix length is required."""
+    if not isinstance(value, str) or '/' not in value:
+        raise OptionError(option, "%r is not a CIDR address (address/prefix, e.g. 10.77.0.1/24)" % (value,))
+    try:
+        iface = ipaddress.ip_interface(value.strip())
+    except ValueError as exc:
+        raise OptionError(option, "%r is not a valid CIDR address: %s" % (value, exc))
+    if iface.ip == iface.network.network_address and iface.network.prefixlen < iface.max_prefixlen - 1:
+        raise OptionError(option, "%r is the network address of %s, not an address in it "
+                          "(e.g. %s/%d)" % (value, iface.network, next(iface.network.hosts()), iface.network.prefixlen))
+    return str(iface)
+
+
+def normalize_network(value, option):
+    if not isinstance(value, str) or not value.strip():
+        raise OptionError(option, "%r is not a CIDR network (e.g. 10.0.0.0/8 or 2001:db8::/32)" % (value,))
+    try:
+        return str(ipaddress.ip_network(value.strip()))
+    except ValueError as exc:
+        raise OptionError(option, "%r is not a valid CIDR network: %s" % (value, exc))
+
+
+def normalize_allow(entry, index):
+    option = 'egress.allow[%d]' % index
+    if not isinstance(entry, dict):
+        raise OptionError(option, "must be a dict with dest, proto and ports")
+    unknown = set(entry) - set(('dest', 'proto', 'ports'))
+    if unknown:
+        raise OptionError(option, "unknown keys %s (expected dest, proto, ports)" % ', '.join(sorted(unknown)))
+    if entry.get('dest') is None:
+        raise OptionError(option + '.dest', "is required (a CIDR network, e.g. 0.0.0.0/0 for any IPv4 destination)")
+    dest = normalize_network(entry['dest'], option + '.dest')
+    proto = entry.get('proto')
+    if proto is not None and proto not in PROTOS:
+        raise OptionError(option + '.proto', "%r is not one of %s" % (proto, ', '.join(PROTOS)))
+    ports = entry.get('ports') or []
+    if not isinstance(ports, list):
+        raise OptionError(option + '.ports', "must be a list of port numbers")
+    clean = set()
+    for port in ports:
+        try:
+            number = int(port)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or isinstance(port, bool) or not 1 <= number <= 65535 or str(number) != str(port).strip():
+            raise OptionError(option + '.ports', "%r is not a port number (1-65535)" % (port,))
+        clean.add(number)
+    if clean and proto not in ('tcp', 'udp'):
+        raise OptionError(option + '.ports', "ports need proto tcp or udp (got %s)" % (proto or 'no proto',))
+    return {'dest': dest, 'proto': proto, 'ports': sorted(clean)}
+
+
+def normalize_egress(egress):
+    if egress is None:
+        return None
+    if not isinstance(egress, dict):
+        raise OptionError('egress', "must be a dict with default and allow")
+    default = egress.get('default') or 'accept'
+    if default not in ('accept', 'drop'):
+        raise OptionError('egress.default', "%r is not one of accept, drop" % (default,))
+    allow = egress.get('allow') or []
+    if not isinstance(allow, list):
+        raise OptionError('egress.allow', "must be a list of {dest, proto, ports}")
+    entries = [normalize_allow(entry, i) for i, entry in enumerate(allow)]
+    if default == 'accept':
+        # everything is allowed anyway: no rules, nothing to compare
+        entries = []
+    return {'default': default, 'allow': entries}
+
+
+def desired_from_params(params):
+    """Validate and normalize the module's options; raises OptionError, changes nothing."""
+    name = check_ifname(params.get('name'), 'name')
+    state = params.get('state') or 'present'
+    if state not in ('present', 'absent'):
+        raise OptionError('state', "%r is not one of present, absent" % (state,))
+    netns = params.get('netns')
+    if netns is not None:
+        check_netns(netns)
+    addresses = params.get('addresses')
+    if addresses is not None:
+        seen = []
+        for value in addresses:
+            norm = normalize_address(value)
+            if norm not in seen:
+                seen.append(norm)
+        addresses = sort_addresses(seen)
+    mtu = params.get('mtu')
+    if mtu is not None:
+        mtu = int(mtu)
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise OptionError('mtu', "%d is out of range (%d-%d)" % (mtu, MIN_MTU, MAX_MTU))
+        if mtu < MIN_MTU_IPV6 and any(':' in a for a in addresses or []):
+            raise OptionError('mtu', "%d is below 1280, the minimum MTU of IPv6; the kernel would drop the "
+                              "bridge's IPv6 addresses" % mtu)
+    uplink = params.get('uplink')
+    if uplink is not None:
+        check_ifname(uplink, 'uplink')
+        if uplink == name:
+            raise OptionError('uplink', "the uplink cannot be the bridge itself")
+    return {
+        'name': name,
+        'state': state,
+        'netns': netns,
+        'addresses': addresses,
+        'mtu': mtu,
+        'nat': params.get('nat'),
+        'uplink': uplink,
+        'isolation': params.get('isolation'),
+        'egress': normalize_egress(params.get('egress')),
+        'prune_taps': bool(params.get('prune_taps')),
+        'force': bool(params.get('force')),
+    }
+
+
+def sort_addresses(addresses):
+    return [str(i) for i in sorted((ipaddress.ip_interface(a) for a in addresses),
+                                   key=lambda i: (i.version, i.ip, i.network.prefixlen))]
+
+
+def visible_addresses(actual, desired=None):
+    """The bridge's addresses as reported and managed: IPv6 link-local ones only when listed."""
+    listed = set(desired or [])
+    return sort_addresses([a for a in actual
+                           if a in listed or ipaddress.ip_interface(a).ip not in LINK_LOCAL6])
+
+
+def subnets_of(addresses):
+    found = []
+    for address in sort_addresses(addresses):
+        net = ipaddress.ip_interface(address).network
+        if net.network_address in LINK_LOCAL6 or net.prefixlen == net.max_prefixlen:
+            continue
+        if str(net) not in found:
+            found.append(str(net))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# taps
+
+def prune_candidates(bridge, taps, owners, running):
+    """Collection taps to remove: those of no recorded VM, and those attached to ``bridge``
+    whose VM is not running. A tap some process holds open (carrier on) is never removed.
+
+    taps: link dicts of the namespace's collection taps; owners: {tap: vm name};
+    running: {vm name: bool}.
+    """
+    found = []
+    for tap in sorted(taps, key=lambda t: t['name']):
+        if not is_collection_tap(tap['name']) or tap.get('kind') != 'tun' or tap.get('carrier'):
+            continue
+        owner = owners.get(tap['name'])
+        if owner is None or (tap.get('master') == bridge and not running.get(owner)):
+            found.append(tap['name'])
+    return found
+
+
+def in_use(bridge, ports, owners, running):
+    """[(tap, vm or None)] of the bridge's taps that a running VM owns or a process holds open."""
+    busy = []
+    for port in ports:
+        if port.get('kind') != 'tun':
+            continue
+        owner = owners.get(port['name'])
+        if (owner is not None and running.get(owner)) or port.get('carrier'):
+            busy.append((port['name'], owner))
+    return busy
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+def _view(state, addresses, mtu, fw_settings, taps):
+    nat = bool(fw_settings.get('nat'))
+    return {
+        'state': state,
+        'addresses': list(addresses),
+        'mtu': mtu,
+        'nat': nat,
+        'uplink': fw_settings.get('uplink') if nat else None,
+        'isolation': bool(fw_settings.get('isolation')),
+        'egress': fw_settings.get('egress') or {'default': 'accept', 'allow': []},
+        'taps': sorted(taps),
+    }
+
+
+def view_of(desired, actual):
+    """What the host has now, as the result and the diff show it."""
+    link = actual.get('link')
+    if link is not None and link.get('kind') != 'bridge':
+        link = None
+    return _view('present' if link else 'absent',
+                 visible_addresses(actual.get('addresses') or [], desired['addresses']) if link else [],
+                 link['mtu'] if link else None, actual['fw'],
+                 [p['name'] for p in actual.get('ports') or [] if p.get('kind') == 'tun'])
+
+
+def _resolve_uplink(desired, actual, nat_before):
+    if desired['uplink']:
+        uplink = desired['uplink']
+    elif actual.get('default_uplink') and actual['default_uplink'] != desired['name']:
+        uplink = actual['default_uplink']
+    elif nat_before and actual['fw'].get('uplink'):
+        uplink = actual['fw']['uplink']
+    else:
+        raise OptionError('uplink', "NAT needs an uplink and there is no default route%s; set uplink"
+                          % _where(desired))
+    if uplink not in actual['link_names']:
+        raise OptionError('uplink', "no interface named %r%s" % (uplink, _where(desired)))
+    if uplink == desired['name']:
+        raise OptionError('uplink', "the uplink cannot be the bridge itself")
+    return uplink
+
+
+def _where(desired):
+    return " in network namespace %s" % desired['netns'] if desired.get('netns') else ""
+
+
+def plan(desired, actual):
+    """Ordered steps from ``actual`` to ``desired``, with before/after views.
+
+    actual (see NetworkManager.gather): link (bridge link dict or None), addresses, ports
+    (link dicts), link_names, default_uplink, forwarding ({ifname: flag}), default_forwarding,
+    table (parsed nft table or None), fw (decoded settings of this bridge), other_uplinks,
+    taps (the namespace's collection taps), owners, running.
+
+    Returns dict(changed, steps, before, after, pruned, chains). Steps are tuples:
+    ('create_bridge', name, mtu), ('set_mtu', name, mtu), ('del_address', name, cidr),
+    ('add_address', name, cidr), ('set_up', name), ('delete_tap', tap),
+    ('set_forwarding', ifname, value), ('nft', commands), ('delete_bridge', name).
+    """
+    name = desired['name']
+    link = actual.get('link')
+    if link is not None and link.get('kind') != 'bridge':
+        raise HostError("%s exists%s and is not a bridge (kind %s); refusing to touch it"
+                        % (name, _where(desired), link.get('kind') or 'device'))
+    fw_before = actual['fw']
+    port_taps = [p['name'] for p in actual.get('ports') or [] if p.get('kind') == 'tun']
+    before = view_of(desired, actual)
+    pruned = []
+    if desired['prune_taps']:
+        pruned = prune_candidates(name, actual.get('taps') or [], actual.get('owners') or {},
+                                  actual.get('running') or {})
+    steps = [('delete_tap', tap) for tap in pruned]
+    taps_after = [t for t in port_taps if t not in pruned]
+    forwarding = actual.get('forwarding') or {}
+    other_uplinks = actual.get('other_uplinks') or {}
+
+    if desired['state'] == 'absent':
+        busy = [b for b in in_use(name, actual.get('ports') or [], actual.get('owners') or {},
+                                  actual.get('running') or {}) if b[0] not in pruned]
+        if busy and link is not None and not desired['force']:
+            raise HostError("bridge %s is in use: %s; stop those VMs first or set force: true" % (
+                name, ', '.join('tap %s (%s)' % (tap, 'VM %s' % vm if vm else 'held open by a process')
+                                for tap, vm in busy)), busy_taps=[tap for tap, _vm in busy])
+        if link is not None:
+            steps.append(('delete_bridge', name))
+        steps.extend(_restore_uplink(fw_before, None, other_uplinks, forwarding))
+        commands = fw.transaction(name, actual.get('table'), {})
+        if commands:
+            steps.append(('nft', commands))
+        after = _view('absent', [], None, {}, [])
+        return _finish(steps, before, after, pruned, {})
+
+    # present: the link
+    if link is None:
+        steps.append(('create_bridge', name, desired['mtu']))
+        mtu_after = desired['mtu'] or DEFAULT_BRIDGE_MTU
+    else:
+        mtu_after = link['mtu']
+        if desired['mtu'] and desired['mtu'] != link['mtu']:
+            steps.append(('set_mtu', name, desired['mtu']))
+            mtu_after = desired['mtu']
+    current = actual.get('addresses') or []
+    if desired['addresses'] is None:
+        addresses_after = visible_addresses(current)
+    else:
+        for address in visible_addresses(current, desired['addresses']):
+            if address not in desired['addresses']:
+                steps.append(('del_address', name, address))
+        for address in desired['addresses']:
+            if address not in current:
+                steps.append(('add_address', name, address))
+        addresses_after = list(desired['addresses'])
+    if link is None or not link.get('up'):
+        steps.append(('set_up', name))
+
+    # present: the firewall and forwarding
+    nat_before = bool(fw_before.get('nat'))
+    nat_after = nat_before if desired['nat'] is None else bool(desired['nat'])
+    settings = {
+        'nat': nat_after,
+        'isolation': bool(fw_before.get('isolation')) if desired['isolation'] is None else bool(desired['isolation']),
+        'egress': fw_before.get('egress') if desired['egress'] is None else desired['egress'],
+    }
+    bridge_now = forwarding.get(name) if link is not None else actual.get('default_forwarding')
+    enable = []
+    if nat_after:
+        uplink = _resolve_uplink(desired, actual, nat_before)
+        if nat_before and fw_before.get('uplink') == uplink:
+            uplink_orig = fw_before.get('uplink_forwarding')
+        else:
+            uplink_orig = other_uplinks.get(uplink, forwarding.get(uplink))
+        settings.update(uplink=uplink, subnets=subnets_of(addresses_after), uplink_forwarding=uplink_orig,
+                        bridge_forwarding=fw_before.get('bridge_forwarding') if nat_before else bridge_now)
+        if bridge_now != 1:
+            enable.append(('set_forwarding', name, 1))
+        if forwarding.get(uplink) != 1:
+            enable.append(('set_forwarding', uplink, 1))
+    restore = _restore_uplink(fw_before, settings.get('uplink') if nat_after else None, other_uplinks, forwarding)
+    if nat_before and not nat_after and link is not None:
+        orig = fw_before.get('bridge_forwarding')
+        if orig is not None and bridge_now != orig:
+            restore.append(('set_forwarding', name, orig))
+    chains = fw.bridge_chains(name, settings)
+    commands = fw.transaction(name, actual.get('table'), chains)
+    steps.extend(restore)
+    if commands:
+        steps.append(('nft', commands))
+    steps.extend(enable)
+    after = _view('present', addresses_after, mtu_after, settings, taps_after)
+    return _finish(steps, before, after, pruned, chains)
+
+
+def _restore_uplink(fw_before, uplink_after, other_uplinks, forwarding):
+    """Put the old uplink's forwarding flag back when our NAT no longer uses it."""
+    old = fw_before.get('uplink') if fw_before.get('nat') else None
+    if not old or old == uplink_after or old in other_uplinks:
+        return []
+    orig = fw_before.get('uplink_forwarding')
+    if orig is None or old not in forwarding or forwarding.get(old) == orig:
+        return []
+    return [('set_forwarding', old, orig)]
+
+
+def _finish(steps, before, after, pruned, chains):
+    return {'changed': bool(steps), 'steps': steps, 'before': before, 'after': after,
+            'pruned': pruned, 'chains': chains}
+
+
+# ---------------------------------------------------------------------------------------------
+# running it
+
+class NetworkLock(object):
+    """One ch_network run at a time per host (run_dir): the uplink bookkeeping and our nft
+    table are shared between bridges."""
+
+    def __init__(self, run_dir, timeout=LOCK_TIMEOUT):
+        self.path = os.path.join(run_dir, LOCK_NAME)
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except (IOError, OSError) as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise BusyError("another ch_network run holds %s and did not release it within %.0f s"
+                                    % (self.path, self.timeout))
+                time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
+def _running_checker():
+    from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import running_pid  # pylint: disable=import-outside-toplevel
+    return running_pid
+
+
+class NetworkManager(object):
+    """Glue between the plan and the host. ``nl`` is a netlink.Netlink, ``nft`` a firewall.Nft,
+    ``layout`` a store.Layout; ``is_running(vm) -> bool`` defaults to vmm.running_pid on the
+    layout's pid file and socket."""
+
+    def __init__(self, nl, nft, layout, is_running=None):
+        self.nl = nl
+        self.nft = nft
+        self.layout = layout
+        self._is_running = is_running
+
+    def is_running(self, vm):
+        if self._is_running is not None:
+            return self._is_running(vm)
+        running_pid = _running_checker()
+        return running_pid(self.layout.pid_path(vm), self.layout.socket_path(vm)) is not None
+
+    def _needs_firewall(self, desired):
+        return desired['state'] == 'present' and (
+            desired['nat'] or desired['isolation'] or (desired['egress'] or {}).get('default') == 'drop')
+
+    def gather(self, desired):
+        name = desired['name']
+        links = self.nl.links()
+        by_name = dict((l['name'], l) for l in links)
+        link = by_name.get(name)
+        actual = {
+            'link': link,
+            'addresses': self.nl.addresses(name) if link else [],
+            'ports': [l for l in links if link is not None and l['master'] == name],
+            'link_names': sorted(by_name),
+            'default_uplink': None,
+            'default_forwarding': None,
+            'forwarding': {},
+            'taps': [l for l in links if l['kind'] == 'tun' and is_collection_tap(l['name'])],
+            'owners': {},
+            'running': {},
+        }
+        if self.nft.available() or self._needs_firewall(desired):
+            table = self.nft.list_table()     # raises MissingDependency when nft is missing
+        else:
+            table = None                      # no nft, no rules of ours can exist
+        actual['table'] = table
+        actual['fw'] = fw.decode_bridge(fw.bridge_part(table, name), name)
+        actual['other_uplinks'] = fw.nat_uplinks(table, exclude_bridge=name)
+        if desired['state'] == 'present' and (desired['nat'] or (desired['nat'] is None and actual['fw']['nat'])):
+            actual['default_uplink'] = self.nl.default_route_interface()
+            actual['default_forwarding'] = self.nl.default_forwarding()
+        interesting = set([name, actual['fw'].get('uplink'), desired.get('uplink'), actual['default_uplink']])
+        for ifname in interesting:
+            if ifname and ifname in by_name:
+                actual['forwarding'][ifname] = self.nl.get_forwarding(ifname)
+        if desired['prune_taps'] or desired['state'] == 'absent':
+            for vm in self.layout.list_vms():
+                for tap in record_taps(self.layout.read_record(vm)):
+                    actual['owners'][tap] = vm
+            for vm in sorted(set(actual['owners'].values())):
+                actual['running'][vm] = bool(self.is_running(vm))
+        return actual
+
+    def execute(self, steps):
+        for step in steps:
+            op = step[0]
+            if op == 'create_bridge':
+                self.nl.create_bridge(step[1], step[2])
+            elif op == 'set_mtu':
+                self.nl.set_mtu(step[1], step[2])
+            elif op == 'del_address':
+                self.nl.del_address(step[1], step[2])
+            elif op == 'add_address':
+                self.nl.add_address(step[1], step[2])
+            elif op == 'set_up':
+                self.nl.set_up(step[1])
+            elif op in ('delete_tap', 'delete_bridge'):
+                self.nl.delete_link(step[1])
+            elif op == 'set_forwarding':
+                self.nl.set_forwarding(step[1], step[2])
+            elif op == 'nft':
+                self.nft.apply(step[1])
+            else:   # pragma: no cover
+                raise ValueError("unknown step %r" % (op,))
+
+    def describe(self, desired, view, pruned):
+        """The ``network`` result from a before/after view."""
+        name = desired['name']
+        link = self.nl.link(name) if view['state'] == 'present' else None
+        result = dict(view)
+        result['name'] = name
+        result['ifindex'] = link['ifindex'] if link else None
+        result['pruned'] = list(pruned)
+        return result
+
+    def run(self, desired, check_mode=False):
+        """Plan, execute unless in check mode, and return the module result."""
+        lock_dir = self.layout.run_dir
+        if check_mode and not os.path.isdir(lock_dir):
+            result = self._run(desired, True)
+        else:
+            with NetworkLock(lock_dir):
+                result = self._run(desired, check_mode)
+        return result
+
+    def _run(self, desired, check_mode):
+        actual = self.gather(desired)
+        the_plan = plan(desired, actual)
+        if check_mode or not the_plan['changed']:
+            view = the_plan['after']
+        else:
+            self.execute(the_plan['steps'])
+            # read back what the host has now, exactly as the next run will see it
+            view = view_of(desired, self.gather(dict(desired, prune_taps=False, state='present')))
+        network = self.describe(desired, view, the_plan['pruned'])
+        diff = {'before': dict(the_plan['before']), 'after': dict(the_plan['after'])}
+        if the_plan['pruned']:
+            diff['after']['pruned'] = list(the_plan['pruned'])
+        return {'changed': the_plan['changed'], 'network': network, 'diff': diff}
