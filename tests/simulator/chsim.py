@@ -93,7 +93,7 @@ def bdf(slot, segment=0):
 
 
 def random_mac():
-    b = [random.randint(0, 255) for _ in range(6)]
+    b = [random.randint(0, 255) for _i in range(6)]
     b[0] = (b[0] & 0xFE) | 0x02  # locally administered unicast
     return ":".join("%02x" % x for x in b)
 
@@ -612,7 +612,7 @@ def open_tap(name, num_queues):
     flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if pairs > 1 else 0)
     fds = []
     try:
-        for _ in range(pairs):
+        for _pair in range(pairs):
             try:
                 fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as e:
@@ -709,7 +709,7 @@ class ConsoleBackend:
     def _accept(self):
         while True:
             try:
-                c, _ = self.listener.accept()
+                c, _addr = self.listener.accept()
             except OSError:
                 return
             with self.lock:
@@ -1561,7 +1561,7 @@ class Vmm:
         except ValueError as e:
             raise VmErr("Cannot restore VM", "Error deserialising VM state %s: %s" % (spath, e))
         snap_version = str(state.get("version", ""))
-        if snap_version.split(".")[0] != self.version.split(".")[0]:
+        if snap_version.split(".", 1)[0] != self.version.split(".", 1)[0]:
             raise VmErr("Cannot restore VM",
                         "Snapshot from cloud-hypervisor %s is not compatible with %s"
                         % (state.get("build_version", snap_version or "unknown"),
@@ -1794,7 +1794,7 @@ class HttpServer:
     def _accept_loop(self):
         while not EXIT.is_set():
             try:
-                conn, _ = self.listener.accept()
+                conn, _addr = self.listener.accept()
             except OSError:
                 if EXIT.is_set():
                     return
