@@ -258,15 +258,18 @@ def find_spec():
     env = os.environ.get("CHSIM_SPEC")
     if env:
         return env
-    d = os.path.dirname(os.path.abspath(__file__))
-    while True:
-        cand = os.path.join(d, "shared", "ch-api", SPEC_FILE)
-        if os.path.isfile(cand):
-            return cand
-        parent = os.path.dirname(d)
-        if parent == d:
-            return None
-        d = parent
+    here = os.path.dirname(os.path.abspath(__file__))
+    for start in (here, os.path.realpath(here)):
+        d = start
+        while True:
+            cand = os.path.join(d, "shared", "ch-api", SPEC_FILE)
+            if os.path.isfile(cand):
+                return cand
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
+    return None
 
 
 class Spec:
@@ -1858,6 +1861,10 @@ class HttpServer:
                 pass
 
     def _handle(self, conn, method, target, body, close):
+        if target.startswith(("http://", "https://")):
+            # absolute-form request target: keep the path only
+            rest = target.split("://", 1)[1]
+            target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         path = target.split("?", 1)[0]
         endpoint = path[len(API_ROOT):] if path.startswith(API_ROOT) else path
         after = None
