@@ -67,6 +67,19 @@ def proc_cmdline(pid):
     return [a.decode('utf-8', 'replace') for a in raw.rstrip(b'\0').split(b'\0')]
 
 
+def process_gone(pid):
+    """No such process, or only its zombie is left (its files are closed by then)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            stat = handle.read()
+    except (IOError, OSError):
+        return True
+    try:
+        return stat[stat.rindex(')') + 2] in 'ZX'
+    except (ValueError, IndexError):
+        return True
+
+
 def cmdline_matches(argv, socket_path, binary=None):
     """Does this argv belong to a VMM for ``socket_path`` (and ``binary``, when given)?
 
@@ -146,17 +159,17 @@ class Vmm(object):
         return self.pid() is not None
 
     def _exited(self, pid):
+        """True once the process is gone or a zombie. An exiting process loses its cmdline before
+        it closes its files (the API socket), so an empty cmdline does not count as exited."""
         if self._proc is not None and self._proc.pid == pid:
-            if self._proc.poll() is not None:
+            return self._proc.poll() is not None
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
                 return True
-        else:
-            try:
-                done, _status = os.waitpid(pid, os.WNOHANG)
-                if done == pid:
-                    return True
-            except ChildProcessError:
-                pass
-        return proc_cmdline(pid) is None
+        except ChildProcessError:
+            pass
+        return process_gone(pid)
 
     def _wait_exit(self, pid, timeout):
         deadline = time.monotonic() + timeout
