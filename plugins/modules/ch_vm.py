@@ -451,7 +451,11 @@ changes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.common import common_argument_spec, run_module
+from ansible_collections.cloudhv.ch.plugins.module_utils.common import (
+    common_argument_spec,
+    run_module,
+    secret_invocation,
+)
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
 from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import VmManager
 
@@ -554,7 +558,7 @@ def _pid1():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run_module(module, action)
+    run_module(module, action, invocation=secret_invocation(module, ('cloud_init', 'user_data')))
 
 
 if __name__ == '__main__':

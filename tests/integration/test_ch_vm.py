@@ -282,13 +282,16 @@ def test_purge_keeps_user_disk_inside_the_vm_dir(hv):
 def test_cloud_init_image_and_secrecy(hv):
     import pycdlib
     secret = 'hunter2-very-secret-password'
-    user_data = {'users': [{'name': 'ops', 'passwd': secret}], 'packages': ['nginx']}
+    user_data = {'users': [{'name': 'ops', 'passwd': secret}], 'packages': ['nginx'], 'hostname': 'web1'}
     res = hv.play([{'name': 'vm', 'cloudhv.ch.ch_vm': vm_args(hv, cloud_init={'user_data': user_data})}],
                   args=('-vvv',))
     result = res.task('vm')
     assert result['changed']
     assert secret not in json.dumps(result)
     assert secret not in res.stdout and secret not in res.stderr
+    assert result['invocation']['module_args']['cloud_init']['user_data'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+    # a user-data value equal to the VM name does not mask the name all over the result
+    assert result['vm']['name'] == 'web1' and '/vms/web1/' in result['vm']['log_file']
     iso_path = os.path.join(hv.state_dir, 'vms', 'web1', 'cidata.iso')
     iso = pycdlib.PyCdlib()
     iso.open(iso_path)
