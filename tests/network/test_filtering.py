@@ -1,6 +1,6 @@
 """Egress allow-lists and isolation with real traffic: a "VM" namespace behind the bridge and an
 "outside" namespace behind the uplink, TCP connects bounded by a 1 s timeout."""
-from conftest import connect, our_table, sh
+from tests.network.netutil import connect, our_table, sh
 
 
 def _up(topo, engine, **params):

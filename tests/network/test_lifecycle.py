@@ -5,7 +5,7 @@ import json
 
 from tests.support.ansible import run_adhoc, run_playbook
 
-from conftest import addrs, links, nft_json, our_table, sh
+from tests.network.netutil import addrs, links, nft_json, our_table, sh
 
 MODULE = 'cloudhv.ch.ch_network'
 

@@ -4,7 +4,7 @@ import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import MissingDependency
 
-from conftest import connect, our_table, sh, sysctl
+from tests.network.netutil import connect, our_table, sh, sysctl
 
 
 def _fwd(ns, ifname):

@@ -8,7 +8,7 @@ import pytest
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink, tap_name
 
-from conftest import links, sh
+from tests.network.netutil import links, sh
 
 T_STOPPED = tap_name('stopped/0')      # recorded, VM not running, on br0       -> pruned
 T_STOPPED_ELSEWHERE = tap_name('stopped/1')   # recorded, VM not running, on br1 -> kept (not this bridge)

@@ -16,7 +16,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import (
     tap_name,
 )
 
-from conftest import links, sh, sysctl
+from tests.network.netutil import links, sh, sysctl
 
 # Open a tap by name like CH's net_util::Tap::open_named does: TUNSETIFF with
 # IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (+ IFF_MULTI_QUEUE for more than one queue pair), one fd per pair.

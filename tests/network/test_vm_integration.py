@@ -15,7 +15,7 @@ from tests.support.ansible import run_playbook
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink, tap_name
 
-from conftest import links
+from tests.network.netutil import links
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INSTALL = os.path.join(REPO, 'tests', 'simulator', 'install.py')
