@@ -66,7 +66,8 @@ class ChClient(object):
 
     def _http(self):
         if self._client is None:
-            transport = httpx.HTTPTransport(uds=self.socket_path)
+            # No TLS on a unix socket: verify=False spares httpx loading the CA bundle (~25 ms).
+            transport = httpx.HTTPTransport(uds=self.socket_path, verify=False)
             self._client = httpx.Client(transport=transport, base_url=BASE_URL, timeout=self.timeout)
         return self._client
 

@@ -155,6 +155,7 @@ class VmManager(object):
             if os.path.exists(disk['path']):
                 if os.path.isdir(disk['path']):
                     raise OptionError('%s.path' % opt, "%s is a directory" % disk['path'])
+                self._check_image_header(disk, opt)
                 continue
             if disk['backing_file']:
                 if not os.path.isfile(disk['backing_file']):
@@ -179,6 +180,20 @@ class VmManager(object):
         for index, net in enumerate(spec['networks']):
             if net['user_tap'] and starting and self.netlink().link(net['user_tap']) is None:
                 raise OptionError('networks[%d].tap' % index, "tap %s does not exist" % net['user_tap'])
+
+    @staticmethod
+    def _check_image_header(disk, opt):
+        """A format guessed from the file name must not contradict the file's header (Ubuntu's
+        cloud '.img' files are qcow2): CH would read it as raw and the guest would not boot.
+        An image_type the user set explicitly is trusted."""
+        if disk.get('image_type_explicit'):
+            return
+        from ansible_collections.cloudhv.ch.plugins.module_utils.images import sniff_image_type
+        found = sniff_image_type(disk['path'])
+        if found and found != disk['image_type']:
+            raise OptionError('%s.image_type' % opt, "%s looks like a %s image but its name suggests %s: "
+                              "set image_type explicitly (for example image_type: %s)"
+                              % (disk['path'], found, disk['image_type'], found))
 
     def netlink(self):
         if self._netlink is None:

@@ -19,14 +19,15 @@ import re
 import socket
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
+from ansible_collections.cloudhv.ch.plugins.module_utils.images import CH_IMAGE_TYPES as IMAGE_TYPES
+from ansible_collections.cloudhv.ch.plugins.module_utils.images import detect_image_type
+from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import TAP_PREFIX
 
 MIB = 1024 * 1024
-TAP_PREFIX = 'chv'
 SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$', re.IGNORECASE)
 UNITS = {'': MIB, 'k': 1024, 'm': MIB, 'g': 1024 * MIB, 't': 1024 * 1024 * MIB,
          'p': 1024 * 1024 * 1024 * MIB}
 MAC_RE = re.compile(r'^([0-9a-f]{2}:){5}[0-9a-f]{2}$')
-IMAGE_TYPES = {'raw': 'Raw', 'qcow2': 'Qcow2', 'vhdx': 'Vhdx', 'fixedvhd': 'FixedVhd'}
 CONSOLE_MODES = {'off': 'Off', 'null': 'Null', 'pty': 'Pty', 'tty': 'Tty', 'file': 'File',
                  'socket': 'Socket'}
 CIDATA_ID = 'cidata'
@@ -144,8 +145,9 @@ def normalize_disks(disks, vm_dir):
             raise OptionError('%s.size' % opt, "must be a multiple of 512 bytes, got %d" % size)
         backing = _abs_path(disk.get('backing_file'), '%s.backing_file' % opt)
         image_type = disk.get('image_type')
+        explicit_type = image_type is not None
         if image_type is None:
-            image_type = 'qcow2' if backing else _type_from_extension(path)
+            image_type = 'qcow2' if backing else detect_image_type(path)
         if image_type not in IMAGE_TYPES:
             raise OptionError('%s.image_type' % opt, "must be one of %s" % ', '.join(IMAGE_TYPES))
         if backing and image_type != 'qcow2':
@@ -157,16 +159,12 @@ def normalize_disks(disks, vm_dir):
         ids.add(disk_id)
         out.append({
             'path': path, 'readonly': bool(disk.get('readonly')), 'direct': bool(disk.get('direct')),
-            'image_type': image_type, 'id': disk_id, 'serial': disk.get('serial'),
+            'image_type': image_type, 'image_type_explicit': explicit_type, 'id': disk_id,
+            'serial': disk.get('serial'),
             'size': size, 'backing_file': backing,
             'rate_limit': _rate_limiter(disk.get('rate_limit'), '%s.rate_limit' % opt, 'iops'),
         })
     return out
-
-
-def _type_from_extension(path):
-    ext = os.path.splitext(path)[1].lower()
-    return {'.qcow2': 'qcow2', '.vhdx': 'vhdx', '.vhd': 'fixedvhd'}.get(ext, 'raw')
 
 
 def normalize_networks(networks, vm_name, host, recorded=None):

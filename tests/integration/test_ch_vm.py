@@ -340,3 +340,34 @@ def test_bridge_network_taps(hv_ns):
     links = subprocess.run(['ip', '-n', hv.netns, '-o', 'link'], capture_output=True, text=True,
                            check=True).stdout
     assert tap not in links and tap2 not in links
+
+
+def test_qcow2_image_named_img_needs_explicit_type(hv):
+    image = str(hv.tmp_path / 'jammy-server-cloudimg-amd64.img')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', image, '64M'], check=True)
+    res = hv.vm(**vm_args(hv, disks=[{'path': image}]))
+    assert res['_rc'] != 0 and 'disks[0].image_type' in res['msg'] and 'qcow2' in res['msg'], res
+    ok = hv.vm(**vm_args(hv, disks=[{'path': image, 'image_type': 'qcow2'}]))
+    assert ok['_rc'] == 0 and ok['vm']['config']['disks'][0]['image_type'] == 'Qcow2'
+
+
+def test_ch_network_bridge_and_ch_vm_together(hv_ns):
+    hv = hv_ns
+    res = hv.play([
+        {'name': 'net', 'cloudhv.ch.ch_network': {'name': 'vmbr1', 'addresses': ['10.88.0.1/24']}},
+        {'name': 'vm', 'cloudhv.ch.ch_vm': vm_args(hv, networks=[{'bridge': 'vmbr1'}])},
+        {'name': 'net again', 'cloudhv.ch.ch_network': {'name': 'vmbr1', 'addresses': ['10.88.0.1/24']}},
+        {'name': 'absent while in use', 'cloudhv.ch.ch_network': {'name': 'vmbr1', 'state': 'absent'},
+         'ignore_errors': True},
+    ])
+    assert res.rc == 0, res
+    tap = res.task('vm')['vm']['networks'][0]['tap']
+    assert tap in res.task('net again')['network']['taps']
+    assert res.task('net again')['changed'] is False
+    refused = res.task('absent while in use')
+    assert 'failed' in [r['status'] for r in res.results if r['task'] == 'absent while in use']
+    assert tap in refused['msg'] or 'in use' in refused['msg'], refused
+    stop = hv.vm(**vm_args(hv, state='stopped', networks=[{'bridge': 'vmbr1'}]))
+    assert stop['changed']
+    gone = hv.play([{'name': 'net', 'cloudhv.ch.ch_network': {'name': 'vmbr1', 'state': 'absent'}}])
+    assert gone.rc == 0 and gone.task('net')['changed'] is True

@@ -1,0 +1,94 @@
+"""A no-change `ch_vm` run on an already-running VM against `ansible.builtin.ping`, ad hoc and in a
+playbook, run alternately in one process; prints medians, ratios, and the number of CH API
+requests a no-change run makes (from the simulator's request log).
+
+Targets: ad hoc ratio <= 1.15 (issue 3), <= 1.10 (issue 7); API requests per no-change run <= 2.
+Run: .venv/bin/python bench/noop.py [rounds]
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import COLLECTIONS, REPO, machine, median_ms, simulator
+
+BIN = os.path.dirname(sys.executable)
+
+
+def env_for(req_log):
+    env = dict(os.environ)
+    env.update({'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS, 'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+                'ANSIBLE_LOCALHOST_WARNING': '0', 'ANSIBLE_INVENTORY_UNPARSED_WARNING': '0',
+                'CHSIM_REQUEST_LOG': req_log})
+    return env
+
+
+def timed(cmd, env):
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit('command failed: %s\n%s\n%s' % (' '.join(cmd), proc.stdout[-2000:], proc.stderr[-2000:]))
+    return elapsed, proc.stdout
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    work = tempfile.mkdtemp(prefix='chv-bench-')
+    binary = simulator(work)
+    kernel = os.path.join(work, 'vmlinux')
+    with open(kernel, 'w') as handle:
+        handle.write('stand-in kernel')
+    req_log = os.path.join(work, 'requests.jsonl')
+    env = env_for(req_log)
+    state, run = os.path.join(work, 's'), os.path.join(work, 'r')
+    args = 'name=bench1 kernel=%s binary=%s state_dir=%s run_dir=%s' % (kernel, binary, state, run)
+    base = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local']
+    vm_cmd = base + ['-m', 'cloudhv.ch.ch_vm', '-a', args]
+    ping_cmd = base + ['-m', 'ansible.builtin.ping']
+    playbook = os.path.join(work, 'noop.yml')
+    with open(playbook, 'w') as handle:
+        handle.write('- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n'
+                     '    - cloudhv.ch.ch_vm: {name: bench1, kernel: %s, binary: %s, state_dir: %s, run_dir: %s}\n'
+                     % (kernel, binary, state, run))
+    ping_book = os.path.join(work, 'ping.yml')
+    with open(ping_book, 'w') as handle:
+        handle.write('- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n'
+                     '    - ansible.builtin.ping:\n')
+    pb = [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,']
+    try:
+        _t, out = timed(vm_cmd, env)                   # boots the VM
+        assert 'CHANGED' in out, out
+        if os.path.exists(req_log):
+            os.unlink(req_log)
+        _t, out = timed(vm_cmd, env)
+        assert '"changed": false' in out, out
+        with open(req_log) as handle:
+            requests = [json.loads(line) for line in handle if line.strip()]
+        samples = {'vm': [], 'ping': [], 'vm_pb': [], 'ping_pb': []}
+        for _round in range(rounds):
+            samples['vm'].append(timed(vm_cmd, env)[0])
+            samples['ping'].append(timed(ping_cmd, env)[0])
+            samples['vm_pb'].append(timed(pb + [playbook], env)[0])
+            samples['ping_pb'].append(timed(pb + [ping_book], env)[0])
+        subprocess.run(base + ['-m', 'cloudhv.ch.ch_vm', '-a', args + ' state=absent purge=true'],
+                       env=env, capture_output=True, check=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = dict((k, median_ms(v)) for k, v in samples.items())
+    print('machine: %s' % machine())
+    print('CH: simulator; %d rounds, alternating' % rounds)
+    print('ad hoc   ch_vm no-change: %7.1f ms   ping: %7.1f ms   ratio %.3f (target <= 1.15; issue 7: <= 1.10)'
+          % (med['vm'], med['ping'], med['vm'] / med['ping']))
+    print('playbook ch_vm no-change: %7.1f ms   ping: %7.1f ms   ratio %.3f (target <= 1.10)'
+          % (med['vm_pb'], med['ping_pb'], med['vm_pb'] / med['ping_pb']))
+    print('CH API requests in a no-change run: %d (%s) (target <= 2)'
+          % (len(requests), ', '.join('%s %s' % (r['method'], r['endpoint']) for r in requests)))
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, REPO)
+    main()
