@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
 from ansible_collections.cloudhv.ch.plugins.module_utils import spec as specmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     ChApiError,
@@ -91,6 +92,7 @@ class VmManager(object):
                        api_timeout=params.get('api_timeout') or 30.0)
         self._netlink = None
         self.created_files = []
+        self.clone = None         # snapshot.Clone when this run creates the VM from clone_from
 
     # -- observation ------------------------------------------------------------------------
     def observe(self):
@@ -113,12 +115,15 @@ class VmManager(object):
             return Observed(None, None, None, 'absent')
         if record.get('run_state') in ('running', 'paused'):
             return Observed(record, None, None, 'crashed')
+        if record.get('run_state') == 'standby' and snapmod.standby_manifest(self.layout, self.name):
+            return Observed(record, None, None, 'standby')
         return Observed(record, None, None, 'stopped')
 
     # -- desired state ----------------------------------------------------------------------
     def desired(self, record):
         """Normalized spec, cloud-init rendering and the VmConfig, all validated."""
-        spec = specmod.normalize(self.params, self.vm_dir, self.host, record)
+        clone_base = record or (self.clone.record if self.clone else None)
+        spec = specmod.normalize(self.params, self.vm_dir, self.host, clone_base)
         if spec['payload'] is None:
             raise OptionError('firmware', "a new VM needs exactly one of firmware or kernel")
         cloud = None
@@ -131,6 +136,8 @@ class VmManager(object):
                                   'hostname': cloud['hostname']}
         else:
             spec['cloud_init'] = None
+        if self.params.get('clone_from') and clone_base:
+            snapmod.inherit_unset(spec, self.params, clone_base.get('spec') or {})
         config = self.build_config(spec)
         return spec, cloud, config
 
@@ -152,6 +159,8 @@ class VmManager(object):
                 raise OptionError(key, "%s does not exist or is not a file" % payload[key])
         for index, disk in enumerate(spec['disks']):
             opt = 'disks[%d]' % index
+            if self.clone and disk['path'] in self.clone.files:
+                continue
             if os.path.exists(disk['path']):
                 if os.path.isdir(disk['path']):
                     raise OptionError('%s.path' % opt, "%s is a directory" % disk['path'])
@@ -255,6 +264,10 @@ class VmManager(object):
             return self._locked(self._converge_absent)
         # Validate everything before the lock: bad input must not even create the lock file.
         record = self.layout.read_record(self.name)
+        if record is None and self.params.get('clone_from'):
+            self.clone = snapmod.Clone(self, self.params['clone_from'])
+        if state == 'standby' and record is None and not self.clone:
+            raise OptionError('state', "standby keeps the state of a running VM; %s does not exist" % self.name)
         spec = self.desired(record)[0]
         self.check_host_inputs(spec, starting=False)
         return self._locked(lambda: self._converge_present(state))
@@ -285,6 +298,9 @@ class VmManager(object):
     def _converge_absent(self):
         obs = self.observe()
         plan = Plan()
+        if not self.check_mode and snapmod.read_marker(self.layout, self.name):
+            plan.changes.extend(snapmod.repair(self.layout, self.name, self.vmm)[0])
+            obs = self.observe()
         before = {'state': obs.state, 'spec': self.public_spec((obs.record or {}).get('spec'))}
         purge = self.params.get('purge')
         record = obs.record or {}
@@ -348,12 +364,13 @@ class VmManager(object):
 
     def _converge_present(self, state):
         obs = self.observe()
-        spec, cloud, config = self.desired(obs.record)
-        plan = Plan()
         before = {'state': obs.state, 'spec': self.public_spec((obs.record or {}).get('spec'))}
+        plan = Plan()
+        obs = self._snapshot_pre_steps(obs, state, plan)
+        spec, cloud, config = self.desired(obs.record)
         target = state
         if state == 'present':
-            target = {'running': 'running', 'paused': 'paused'}.get(obs.state, 'stopped')
+            target = {'running': 'running', 'paused': 'paused', 'standby': 'standby'}.get(obs.state, 'stopped')
             if obs.state == 'crashed':
                 target = 'stopped'
         elif state == 'restarted':
@@ -377,7 +394,15 @@ class VmManager(object):
             plan.add('clean up after the crashed VMM', self.vmm.cleanup)
         if obs.state == 'created' and target == 'stopped':
             plan.add('stop the VMM (VM not booted)', lambda: self._stop(spec))
-        if obs.live:
+        if target == 'standby':
+            if obs.live:
+                plan.add('put the VM in standby: snapshot its memory into %s and stop the VMM'
+                         % snapmod.standby_path(self.layout, self.name),
+                         lambda: snapmod.go_standby(self, spec, new_record, obs.state))
+            elif obs.state != 'standby':
+                raise StateError("state: standby keeps the state of a running or paused VM, and %s is %s"
+                                 % (self.name, obs.state), option='state')
+        elif obs.live:
             self.plan_live(obs, spec, config, target, state, plan)
         elif target in ('running', 'paused'):
             if obs.state == 'created':
@@ -416,6 +441,45 @@ class VmManager(object):
         after = {'state': target, 'spec': self.public_spec(spec)}
         return self._result(plan, before, after, self.vm_result(target, final_record, info, new_pid))
 
+    def _snapshot_pre_steps(self, obs, state, plan):
+        """Before planning (snapshot.py): repair an interrupted snapshot, create a clone, or leave
+        standby. Done at once outside check mode (the plan then starts from what is really there);
+        in check mode the plan gets the changes and a prediction of the VM they would leave."""
+        marker = snapmod.read_marker(self.layout, self.name) if obs.record else None
+        if marker:
+            changes, resumed = snapmod.repair(self.layout, self.name, self.vmm, check_mode=self.check_mode)
+            plan.changes.extend(changes)
+            if not self.check_mode:
+                obs = self.observe()
+            elif resumed and obs.state == 'paused':
+                obs = Observed(obs.record, obs.pid, dict(obs.info or {}, state='Running'), 'running')
+        paused = state == 'paused' or state in ('stopped', 'standby')
+        if obs.state == 'absent' and self.clone:
+            plan.changes.extend(self.clone.describe())
+            if not self.check_mode:
+                self.clone.run(paused=paused)
+                return self.observe()
+            record, info = self.clone.predicted(paused)
+            return Observed(record, None, info, 'paused' if paused else 'running')
+        if obs.state == 'standby' and state in ('running', 'paused'):
+            path = snapmod.standby_path(self.layout, self.name)
+            snapmod.verify(path, snapmod.standby_manifest(self.layout, self.name) or {}, self.params['binary'],
+                           option='state')
+            plan.changes.append('bring the VM back from standby (restore %s in a new VMM)' % path)
+            if not self.check_mode:
+                snapmod.wake(self, paused=(state == 'paused'))
+                return self.observe()
+            with open(os.path.join(path, 'config.json')) as handle:
+                info = {'config': json.load(handle), 'state': 'Paused' if state == 'paused' else 'Running'}
+            return Observed(obs.record, None, info, 'paused' if state == 'paused' else 'running')
+        if obs.state == 'standby' and state in ('stopped', 'restarted'):
+            path = snapmod.standby_path(self.layout, self.name)
+            plan.changes.append('discard the standby state in %s' % path)
+            if not self.check_mode:
+                shutil.rmtree(path, ignore_errors=True)
+            return Observed(obs.record, None, None, 'stopped')
+        return obs
+
     def _rollback_new(self, new_dir, created):
         """A new VM failed to come up (e.g. CH refused its config): leave nothing behind."""
         _unlink_quiet(self.layout.record_path(self.name))
@@ -428,7 +492,7 @@ class VmManager(object):
     def plan_files(self, spec, cloud, record, plan):
         managed = record.setdefault('managed_files', [])
         for index, disk in enumerate(spec['disks']):
-            if os.path.exists(disk['path']):
+            if os.path.exists(disk['path']) or (self.clone and disk['path'] in self.clone.files):
                 continue
             opt = 'disks[%d]' % index
             if disk['backing_file']:
@@ -663,6 +727,7 @@ def vm_infos(layout, binary=None, name=None):
         state = obs.state if obs.state != 'created' else 'stopped'
         result = mgr.vm_result(state, record, obs.info, obs.pid)
         result['spec'] = VmManager.public_spec(record.get('spec'))
+        result['snapshots'] = snapmod.list_snapshots(layout, vm)
         result['api_socket'] = layout.socket_path(vm)
         out.append(result)
     return out

@@ -39,13 +39,48 @@ options:
       - V(restarted) always reboots a running VM (or stops and starts it when pending changes need a
         new VMM) and boots a stopped one; always changed.
       - V(absent) stops the VM and removes its record; with O(purge) also its managed files.
+      - V(standby) snapshots a running or paused VM (memory and device state) into
+        C(<state_dir>/vms/<name>/standby) and stops its VMM, freeing the host's memory while keeping
+        the guest's running state; its disks stay untouched where they are. V(running) or V(paused)
+        restores it in a new VMM and removes the standby snapshot; V(stopped) discards it.
+        A VM in standby stays there with V(present).
     type: str
-    choices: [running, present, stopped, paused, restarted, absent]
+    choices: [running, present, stopped, paused, restarted, absent, standby]
     default: running
+  clone_from:
+    description:
+      - Create this VM as a clone when it does not exist yet; an existing VM is converged as usual and
+        never cloned again.
+      - The clone restores the snapshot's memory and device state with a new identity - new MACs and
+        taps, its own copies of the writable disks (reflink where the filesystem can, sparse copy
+        otherwise), its own serial and log files, a new vsock CID, and a regenerated cloud-init image
+        with a new C(instance-id) and host name. The snapshot's C(memory-ranges) is hard-linked into
+        C(<state_dir>/vms/<name>/clone-source), not copied.
+      - With O(clone_from), every option the task leaves unset (O(cpus), O(memory), O(disks),
+        O(networks), O(cloud_init), ...) keeps the clone's own value, which starts as the source's.
+        Options the task sets are applied after the clone is up, like any change.
+    type: dict
+    suboptions:
+      vm:
+        description:
+          - The source VM. With O(clone_from.snapshot), clone from that snapshot of it (see
+            M(cloudhv.ch.ch_snapshot)); without, fork the running VM - take a temporary snapshot of it,
+            pausing it only for the snapshot and its disk copies, and clone from that.
+        type: str
+      snapshot:
+        description: Name of a snapshot of O(clone_from.vm).
+        type: str
+      path:
+        description: A snapshot directory, instead of O(clone_from.vm).
+        type: path
+      memory_restore_mode:
+        description: How CH loads the guest memory (V(ondemand) maps it lazily; needs userfaultfd).
+        type: str
+        choices: [copy, ondemand]
+        default: copy
   cpus:
-    description: Number of vCPUs at boot.
+    description: Number of vCPUs at boot. Default V(1) (with O(clone_from), the clone's).
     type: int
-    default: 1
   max_cpus:
     description:
       - The ceiling for live vCPU changes. Defaults to O(cpus).
@@ -54,21 +89,20 @@ options:
   memory:
     description:
       - Guest RAM. An integer is MiB; a string takes units K, M, G, T (powers of 1024), for example
-        V(512M), V(2G) or V(2GiB).
+        V(512M), V(2G) or V(2GiB). Default V(512M) (with O(clone_from), the clone's).
       - Raising it on a running VM within O(memory_hotplug) is applied live; lowering it needs a restart.
     type: raw
-    default: 512M
   memory_hotplug:
     description: Extra RAM that can be added to the running VM later (same units as O(memory)).
     type: raw
   hugepages:
-    description: Back guest RAM with pre-allocated hugepages. The module fails before launching when too few are free.
+    description:
+      - Back guest RAM with pre-allocated hugepages. The module fails before launching when too few are free.
+      - Default V(false) (with O(clone_from), the clone's).
     type: bool
-    default: false
   shared_memory:
-    description: Map guest RAM shared (needed by vhost-user devices and virtio-fs).
+    description: Map guest RAM shared (needed by vhost-user devices and virtio-fs). Default V(false) (with O(clone_from), the clone's).
     type: bool
-    default: false
   balloon:
     description: A virtio-balloon device.
     type: dict
@@ -103,9 +137,9 @@ options:
     description:
       - Disks in order. Files the module creates (with O(disks[].size) or O(disks[].backing_file))
         are managed and removed only by O(state=absent) with O(purge=true). User files are never deleted.
+      - Default none (with O(clone_from), the clone's).
     type: list
     elements: dict
-    default: []
     suboptions:
       path:
         description: Absolute path of the disk image.
@@ -146,10 +180,9 @@ options:
             description: Operations per second.
             type: int
   networks:
-    description: Network interfaces in order.
+    description: Network interfaces in order. Default none (with O(clone_from), the clone's).
     type: list
     elements: dict
-    default: []
     suboptions:
       bridge:
         description:
@@ -207,15 +240,17 @@ options:
         description: Network configuration, a string or a dict rendered as YAML.
         type: raw
   serial:
-    description: Serial port. V(file) writes to C(<state_dir>/vms/<name>/serial.log); V(socket) listens on C(<run_dir>/<name>.serial.sock).
+    description:
+      - Serial port. V(file) writes to C(<state_dir>/vms/<name>/serial.log); V(socket) listens on C(<run_dir>/<name>.serial.sock).
+      - Default V(file) (with O(clone_from), the clone's).
     type: str
     choices: ['off', 'null', pty, tty, file, socket]
-    default: file
   console:
-    description: virtio-console. Default V(off), because CH's own default (tty) is wrong for a detached VMM.
+    description:
+      - virtio-console. Default V(off), because CH's own default (tty) is wrong for a detached VMM
+        (with O(clone_from), the clone's).
     type: str
     choices: ['off', 'null', pty, tty, file, socket]
-    default: 'off'
   vsock:
     description: A virtio-vsock device.
     type: dict
@@ -228,10 +263,9 @@ options:
         description: Host-side unix socket. Default C(<state_dir>/vms/<name>/vsock.sock).
         type: path
   devices:
-    description: VFIO devices to pass through, as sysfs paths.
+    description: VFIO devices to pass through, as sysfs paths. Default none (with O(clone_from), the clone's).
     type: list
     elements: path
-    default: []
   platform:
     description: Platform (SMBIOS) settings.
     type: dict
@@ -310,6 +344,7 @@ requirements:
 seealso:
   - module: cloudhv.ch.ch_vm_info
   - module: cloudhv.ch.ch_network
+  - module: cloudhv.ch.ch_snapshot
 '''
 
 EXAMPLES = r'''
@@ -364,6 +399,24 @@ EXAMPLES = r'''
     state: stopped
     stop_timeout: 60
 
+- name: Fork a running VM into a new one (new MACs, taps, disk copies and cloud-init instance-id)
+  cloudhv.ch.ch_vm:
+    name: web2
+    clone_from:
+      vm: web1
+
+- name: Clone from a named snapshot taken with cloudhv.ch.ch_snapshot
+  cloudhv.ch.ch_vm:
+    name: web3
+    clone_from:
+      vm: web1
+      snapshot: before-upgrade
+
+- name: Free the host's memory but keep the guest's state; state=running brings it back
+  cloudhv.ch.ch_vm:
+    name: web1
+    state: standby
+
 - name: Remove a VM and everything the collection created for it (user disks survive)
   cloudhv.ch.ch_vm:
     name: builder
@@ -383,7 +436,7 @@ vm:
       returned: always
       sample: web1
     state:
-      description: Run state, one of V(running), V(paused), V(stopped), V(absent).
+      description: Run state, one of V(running), V(paused), V(stopped), V(standby), V(absent).
       type: str
       returned: always
       sample: running
@@ -467,13 +520,17 @@ def argument_spec():
     return common_argument_spec(
         name=dict(type='str', required=True),
         state=dict(type='str', default='running',
-                   choices=['running', 'present', 'stopped', 'paused', 'restarted', 'absent']),
-        cpus=dict(type='int', default=1),
+                   choices=['running', 'present', 'stopped', 'paused', 'restarted', 'absent', 'standby']),
+        clone_from=dict(type='dict', options=dict(
+            vm=dict(type='str'), snapshot=dict(type='str'), path=dict(type='path'),
+            memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']))),
+        # Unset (None) means the default, or with clone_from the clone's own value (see spec.normalize).
+        cpus=dict(type='int'),
         max_cpus=dict(type='int'),
-        memory=dict(type='raw', default='512M'),
+        memory=dict(type='raw'),
         memory_hotplug=dict(type='raw'),
-        hugepages=dict(type='bool', default=False),
-        shared_memory=dict(type='bool', default=False),
+        hugepages=dict(type='bool'),
+        shared_memory=dict(type='bool'),
         balloon=dict(type='dict', options=dict(
             size=dict(type='raw', default=0),
             deflate_on_oom=dict(type='bool', default=False),
@@ -482,7 +539,7 @@ def argument_spec():
         kernel=dict(type='path'),
         cmdline=dict(type='str'),
         initramfs=dict(type='path'),
-        disks=dict(type='list', elements='dict', default=[], options=dict(
+        disks=dict(type='list', elements='dict', options=dict(
             path=dict(type='path', required=True),
             readonly=dict(type='bool', default=False),
             direct=dict(type='bool', default=False),
@@ -492,7 +549,7 @@ def argument_spec():
             size=dict(type='raw'),
             backing_file=dict(type='path'),
             rate_limit=dict(type='dict', options=RATE))),
-        networks=dict(type='list', elements='dict', default=[], options=dict(
+        networks=dict(type='list', elements='dict', options=dict(
             bridge=dict(type='str'),
             tap=dict(type='str'),
             mac=dict(type='str'),
@@ -506,10 +563,10 @@ def argument_spec():
             user_data=dict(type='raw', no_log=True),
             meta_data=dict(type='dict'),
             network_config=dict(type='raw'))),
-        serial=dict(type='str', default='file', choices=CONSOLE),
-        console=dict(type='str', default='off', choices=CONSOLE),
+        serial=dict(type='str', choices=CONSOLE),
+        console=dict(type='str', choices=CONSOLE),
         vsock=dict(type='dict', options=dict(cid=dict(type='int', required=True), socket=dict(type='path'))),
-        devices=dict(type='list', elements='path', default=[]),
+        devices=dict(type='list', elements='path'),
         platform=dict(type='dict', options=dict(
             uuid=dict(type='str'), serial_number=dict(type='str'),
             oem_strings=dict(type='list', elements='str'))),

@@ -15,6 +15,8 @@ description:
   - Lists the VMs recorded in O(state_dir) with their observed run state, VMM pid, recorded spec,
     the live configuration CH reports for running VMs, taps, MACs, and the paths of their logs and
     sockets.
+  - A VM put in standby by C(cloudhv.ch.ch_vm) (its state kept in a snapshot, its VMM stopped) is
+    reported as V(standby), and every VM comes with the list of its snapshots.
   - A VM whose record says it runs but whose VMM is gone (a crash, a killed host process) is
     reported as V(crashed); C(cloudhv.ch.ch_vm) with O(cloudhv.ch.ch_vm#module:state=running)
     brings it back.
@@ -75,7 +77,7 @@ vms:
       type: str
       sample: web1
     state:
-      description: V(running), V(paused), V(stopped) or V(crashed).
+      description: V(running), V(paused), V(stopped), V(standby) or V(crashed).
       type: str
       sample: running
     pid:
@@ -115,6 +117,31 @@ vms:
       description: The serial console log, when the serial port writes to a file.
       type: str
       sample: /var/lib/cloudhv/vms/web1/serial.log
+    snapshots:
+      description: The VM's snapshots (see M(cloudhv.ch.ch_snapshot)), sorted by name.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: Snapshot name.
+          type: str
+        path:
+          description: Its directory.
+          type: str
+        size_bytes:
+          description: Space it takes on disk (allocated blocks).
+          type: int
+        created:
+          description: When it was taken (UTC, ISO 8601).
+          type: str
+        ch_version:
+          description: Version of the Cloud Hypervisor that took it.
+          type: str
+        includes_disks:
+          description: Whether it holds copies of the VM's disks.
+          type: bool
+      sample: [{name: before-upgrade, path: /var/lib/cloudhv/vms/web1/snapshots/before-upgrade, size_bytes: 276824064,
+                created: '2026-08-14T09:12:44Z', ch_version: 53.0.0, includes_disks: true}]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
