@@ -62,12 +62,10 @@ def run_module(module, action, invocation=None):
 def _leaves(value):
     if isinstance(value, dict):
         for item in value.values():
-            for leaf in _leaves(item):
-                yield leaf
+            yield from _leaves(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            for leaf in _leaves(item):
-                yield leaf
+            yield from _leaves(item)
     elif value is not None and not isinstance(value, bool):
         yield str(value)
 
