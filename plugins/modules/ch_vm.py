@@ -307,15 +307,19 @@ options:
     default: false
   launcher:
     description:
-      - How the VMM is started. V(direct) runs it as a detached process. V(systemd) is not available
-        yet and fails clearly. V(auto) is V(direct).
+      - How the VMM is started. V(direct) runs it as a detached process. V(auto) is V(direct).
+      - V(systemd) (running the VMM as a transient systemd unit) is not implemented in this release
+        and fails clearly; boot-time start is covered by O(autostart).
     type: str
     choices: [auto, direct, systemd]
     default: auto
   autostart:
     description:
-      - Boot the VM when the host starts. Needs systemd as PID 1; fails clearly elsewhere.
-        Not implemented yet beyond that check.
+      - Boot the VM when the host starts. Writes C(/etc/systemd/system/cloudhv-<name>.service) and
+        enables it: the unit recreates the VM's taps, starts CH, and creates and boots the VM from
+        the stored C(<state_dir>/vms/<name>/vmconfig.json) with C(ch-remote) (expected next to O(binary)).
+      - Needs systemd as PID 1; fails clearly, before changing anything, elsewhere.
+      - V(false) removes the unit if the collection wrote one; O(state=absent) removes it too.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -502,6 +506,8 @@ changes:
   sample: [start the VM]
 '''
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.common import (
@@ -509,6 +515,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.common import (
     run_module,
     secret_invocation,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils import autostart
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
 from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import VmManager
 
@@ -580,24 +587,26 @@ def argument_spec():
     )
 
 
-def systemd_is_pid1():
-    try:
-        with open('/proc/1/comm') as handle:
-            return handle.read().strip() == 'systemd'
-    except (IOError, OSError):
-        return False
-
-
 def action(module):
     params = module.params
-    if params['launcher'] == 'systemd' or params['autostart']:
-        option = 'autostart' if params['autostart'] else 'launcher'
-        if not systemd_is_pid1():
-            raise HostError("%s: needs systemd as PID 1, and this host runs %s; use launcher=direct "
-                            "and autostart=false here" % (option, _pid1()), option=option)
-        raise HostError("%s: systemd integration is not implemented in this release; use "
-                        "launcher=direct and autostart=false" % option, option=option)
-    result = VmManager(params, check_mode=module.check_mode).converge(params['state'])
+    if params['launcher'] == 'systemd':
+        if autostart.pid1_name() != 'systemd':
+            raise HostError("launcher: systemd needs systemd as PID 1, and this host runs %s; use "
+                            "launcher=direct" % autostart.pid1_name(), option='launcher')
+        raise HostError("launcher: systemd is not implemented in this release; use launcher=direct "
+                        "(autostart=true covers boot-time start)", option='launcher')
+    wants_unit = params['autostart'] and params['state'] != 'absent'
+    if wants_unit and autostart.pid1_name() != 'systemd':
+        raise HostError("autostart: needs systemd as PID 1, and this host runs %s; set autostart: false"
+                        % autostart.pid1_name(), option='autostart')
+    manager = VmManager(params, check_mode=module.check_mode)
+    result = manager.converge(params['state'])
+    unit_changes = autostart.converge(
+        params['name'], wants_unit, manager.vm_dir, config=result['vm'].get('config'),
+        unit_args=_unit_args(params, manager, result), check_mode=module.check_mode)
+    if unit_changes:
+        result['changes'] = result['changes'] + unit_changes
+        result['changed'] = True
     for warning in result.pop('warnings', []):
         module.warn(warning)
     if not module._diff:
@@ -605,12 +614,14 @@ def action(module):
     return result
 
 
-def _pid1():
-    try:
-        with open('/proc/1/comm') as handle:
-            return handle.read().strip() or 'an unknown init'
-    except (IOError, OSError):
-        return 'an unknown init'
+def _unit_args(params, manager, result):
+    nets = dict((n.get('id'), n) for n in (result['vm'].get('config') or {}).get('net') or [])
+    taps = [{'tap': n['tap'], 'bridge': n['bridge'],
+             'multi_queue': (nets.get(n['id'], {}).get('num_queues') or 2) > 2}
+            for n in result['vm'].get('networks') or [] if n.get('bridge')]
+    return {'binary': params['binary'],
+            'ch_remote': os.path.join(os.path.dirname(params['binary']), 'ch-remote'),
+            'socket_path': manager.vmm.socket_path, 'taps': taps, 'stop_timeout': params['stop_timeout']}
 
 
 def main():

@@ -371,3 +371,15 @@ def test_ch_network_bridge_and_ch_vm_together(hv_ns):
     assert stop['changed']
     gone = hv.play([{'name': 'net', 'cloudhv.ch.ch_network': {'name': 'vmbr1', 'state': 'absent'}}])
     assert gone.rc == 0 and gone.task('net')['changed'] is True
+
+
+def test_autostart_needs_systemd_and_touches_nothing(hv):
+    from ansible_collections.cloudhv.ch.plugins.module_utils.autostart import pid1_name
+    if pid1_name() == 'systemd':
+        pytest.skip('PID 1 is systemd here: the real unit would be installed; covered by tests/unit/test_autostart.py')
+    before = hv.files()
+    res = hv.vm(**vm_args(hv, autostart=True))
+    assert res['_rc'] != 0 and 'autostart' in res['msg'] and 'systemd as PID 1' in res['msg'], res
+    assert hv.files() == before
+    res = hv.vm(**vm_args(hv, launcher='systemd'))
+    assert res['_rc'] != 0 and 'launcher' in res['msg'], res
