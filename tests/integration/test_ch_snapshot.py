@@ -1,0 +1,356 @@
+"""ch_snapshot, ch_vm clone_from / state=standby and ch_vm_info's snapshot listing, driven through
+real ansible-playbook runs against the simulator."""
+import io
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
+from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
+
+
+def vm_args(hv, name='web1', **extra):
+    args = {'name': name, 'kernel': hv.kernel, 'cmdline': 'console=ttyS0',
+            'disks': [{'path': disk_path(hv, name), 'size': '16M'}]}
+    args.update(extra)
+    return args
+
+
+def disk_path(hv, name='web1'):
+    return os.path.join(hv.state_dir, 'vms', name, 'root.raw')
+
+
+def task(hv, module, args, check=False, env=None):
+    res = hv.play([{'name': 't', module: args}], check=check, env=env)
+    out = res.task('t')
+    out['_rc'] = res.rc
+    out['_status'] = [r['status'] for r in res.results if r['task'] == 't'][-1]
+    return out
+
+
+def snap(hv, check=False, env=None, **args):
+    full = {'vm': 'web1', 'name': 's1'}
+    full.update(args)
+    return task(hv, 'cloudhv.ch.ch_snapshot', full, check=check, env=env)
+
+
+def requests(path, pid=None):
+    """(pid, endpoint) of the PUTs in the simulator's request log."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as handle:
+        for line in handle:
+            entry = json.loads(line)
+            if entry['method'] == 'PUT' and (pid is None or entry['pid'] == pid):
+                out.append(entry['endpoint'])
+    return out
+
+
+def vm_state(hv, name='web1'):
+    return hv.info(name)[0]['state']
+
+
+def write_at(path, data, offset=0):
+    with open(path, 'r+b') as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+def read_at(path, size, offset=0):
+    with open(path, 'rb') as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+@pytest.fixture
+def logged(hv, tmp_path):
+    """hv with the simulator's request log on (set before any VMM starts)."""
+    hv.env = {'CHSIM_REQUEST_LOG': str(tmp_path / 'requests.jsonl')}
+    hv.request_log = str(tmp_path / 'requests.jsonl')
+    return hv
+
+
+def test_present_absent_idempotent_and_run_state_kept(logged):
+    hv = logged
+    assert hv.vm(**vm_args(hv))['changed']
+    pid = hv.pid('web1')
+    files = hv.files()
+    pred = snap(hv, check=True)
+    assert pred['_rc'] == 0 and pred['changed'], pred
+    assert hv.files() == files, 'check mode changed files'
+    first = snap(hv)
+    assert first['changed'] and first['changes'] == pred['changes'], (pred, first)
+    path = os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1')
+    result = first['snapshot']
+    assert result['path'] == path and result['name'] == 's1' and result['vm'] == 'web1'
+    assert result['ch_version'] == '53.0.0' and result['includes_disks'] is True
+    assert result['size_bytes'] > 0 and result['created']
+    assert sorted(os.listdir(path)) == ['config.json', 'disks', 'manifest.json', 'memory-ranges', 'state.json']
+    assert os.listdir(os.path.join(path, 'disks')) == ['disk0-root.raw']
+    # running stays running, and it was paused only around the snapshot
+    assert requests(hv.request_log, pid)[-3:] == ['vm.pause', 'vm.snapshot', 'vm.resume']
+    assert vm_state(hv) == 'running' and hv.pid('web1') == pid
+    again = snap(hv)
+    assert again['changed'] is False and again['diff']['before'] == again['diff']['after']
+    assert snap(hv, check=True)['changed'] is False
+    listed = hv.info('web1')[0]['snapshots']
+    assert [(s['name'], s['path'], s['ch_version']) for s in listed] == [('s1', path, '53.0.0')]
+    # paused stays paused: no pause/resume around the snapshot
+    assert hv.vm(**vm_args(hv, state='paused'))['changed']
+    count = len(requests(hv.request_log, pid))
+    assert snap(hv, name='s2', include_disks=False)['changed']
+    assert requests(hv.request_log, pid)[count:] == ['vm.snapshot']
+    assert vm_state(hv) == 'paused'
+    # absent, absent again, check mode
+    assert snap(hv, state='absent', check=True)['changed'] is True
+    assert os.path.isdir(path)
+    gone = snap(hv, state='absent')
+    assert gone['changed'] and not os.path.exists(path)
+    assert snap(hv, state='absent')['changed'] is False
+    assert snap(hv, state='absent', check=True)['changed'] is False
+    assert [s['name'] for s in hv.info('web1')[0]['snapshots']] == ['s2']
+
+
+def test_restore_brings_back_disks_in_a_new_vmm(logged):
+    hv = logged
+    hv.vm(**vm_args(hv))
+    disk = disk_path(hv)
+    write_at(disk, b'before-snapshot', 1 << 20)
+    assert snap(hv)['changed']
+    write_at(disk, b'AFTER--SNAPSHOT', 1 << 20)
+    pid = hv.pid('web1')
+    pred = snap(hv, state='restored', check=True)
+    assert pred['changed'] and hv.pid('web1') == pid
+    assert read_at(disk, 15, 1 << 20) == b'AFTER--SNAPSHOT'
+    res = snap(hv, state='restored')
+    assert res['changed'] and res['changes'] == pred['changes']
+    assert read_at(disk, 15, 1 << 20) == b'before-snapshot'
+    new_pid = hv.pid('web1')
+    assert new_pid and new_pid != pid and proc_cmdline(pid) is None
+    assert requests(hv.request_log, new_pid) == ['vm.restore']
+    assert vm_state(hv) == 'running'
+    assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith('.')], 'leftover temp files'
+    # the VM is converged as usual afterwards
+    assert hv.vm(**vm_args(hv))['changed'] is False
+    # restored again, leaving it paused: always changed
+    res = snap(hv, state='restored', resume=False)
+    assert res['changed'] and vm_state(hv) == 'paused'
+
+
+def test_clone_gets_a_new_identity(hv_ns):
+    hv = hv_ns
+    nets = [{'bridge': 'br0'}]
+    ci = {'user_data': {'packages': ['nginx']}}
+    src = hv.vm(**vm_args(hv, networks=nets, cloud_init=ci))
+    assert src['changed'], src
+    assert snap(hv)['changed']
+    clone_args = {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1'}}
+    files = hv.files()
+    pred = hv.vm(check=True, **clone_args)
+    assert pred['_rc'] == 0 and pred['changed'] and pred['vm']['state'] == 'running', pred
+    assert hv.files() == files
+    res = hv.vm(**clone_args)
+    assert res['_rc'] == 0 and res['changed'] and res['changes'] == pred['changes'], res
+    assert res['vm']['state'] == 'running' and hv.pid('web2') not in (None, hv.pid('web1'))
+    again = hv.vm(**clone_args)
+    assert again['changed'] is False, again['changes']
+    assert hv.vm(check=True, **clone_args)['changed'] is False
+    # new MAC and tap, both live
+    s_net, c_net = src['vm']['networks'][0], res['vm']['networks'][0]
+    assert c_net['mac'] != s_net['mac'] and c_net['tap'] != s_net['tap']
+    live = hv.info('web2')[0]['live_config']
+    assert live['net'][0]['mac'] == c_net['mac'] and live['net'][0]['tap'] == c_net['tap']
+    links = subprocess.run(['ip', '-n', hv.netns, '-o', 'link'], capture_output=True, text=True, check=True).stdout
+    assert c_net['tap'] in links and s_net['tap'] in links
+    # memory-ranges hard-linked, disks copied
+    snap_dir = os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1')
+    clone_mem = os.path.join(hv.state_dir, 'vms', 'web2', 'clone-source', 'memory-ranges')
+    assert os.stat(clone_mem).st_ino == os.stat(os.path.join(snap_dir, 'memory-ranges')).st_ino
+    src_disk, clone_disk = disk_path(hv), disk_path(hv, 'web2')
+    assert [d['path'] for d in res['vm']['disks']] == [clone_disk]
+    assert live['disks'][0]['path'] == clone_disk
+    assert os.stat(src_disk).st_ino != os.stat(clone_disk).st_ino
+    write_at(clone_disk, b'clone-only')
+    assert read_at(src_disk, 10) != b'clone-only'
+    # a regenerated cloud-init image with a new instance-id and hostname
+    meta = cidata_meta(os.path.join(hv.state_dir, 'vms', 'web2', 'cidata.iso'))
+    assert meta['instance-id'].startswith('iid-web2-') and meta['local-hostname'] == 'web2'
+    assert cidata_meta(os.path.join(hv.state_dir, 'vms', 'web1', 'cidata.iso'))['instance-id'] == 'iid-web1'
+    assert [d['path'] for d in live['disks'] if d['id'] == 'cidata'] == \
+        [os.path.join(hv.state_dir, 'vms', 'web2', 'cidata.iso')]
+    # the source is untouched and still running
+    assert vm_state(hv, 'web1') == 'running'
+    # options the task sets are applied to the clone like any change
+    grown = hv.vm(**dict(clone_args, memory='1G'))
+    assert grown['changed'] and grown['restart_required'] is True
+
+
+def cidata_meta(path):
+    import pycdlib
+    iso = pycdlib.PyCdlib()
+    iso.open(path)
+    try:
+        data = io.BytesIO()
+        iso.get_file_from_iso_fp(data, rr_path='/meta-data')
+    finally:
+        iso.close()
+    return yaml.safe_load(data.getvalue())
+
+
+def test_fork_from_running(logged):
+    hv = logged
+    hv.vm(**vm_args(hv))
+    src_pid = hv.pid('web1')
+    write_at(disk_path(hv), b'source-data')
+    res = hv.vm(name='web2', clone_from={'vm': 'web1'})
+    assert res['_rc'] == 0 and res['changed'], res
+    assert vm_state(hv, 'web1') == 'running' and hv.pid('web1') == src_pid
+    assert requests(hv.request_log, src_pid)[-3:] == ['vm.pause', 'vm.snapshot', 'vm.resume']
+    fork_pid = hv.pid('web2')
+    assert fork_pid and fork_pid != src_pid and vm_state(hv, 'web2') == 'running'
+    assert requests(hv.request_log, fork_pid) == ['vm.restore']
+    clone_disk = disk_path(hv, 'web2')
+    assert read_at(clone_disk, 11) == b'source-data'
+    assert os.stat(clone_disk).st_ino != os.stat(disk_path(hv)).st_ino
+    # no temporary snapshot left anywhere
+    assert hv.info('web1')[0]['snapshots'] == []
+    assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots'))
+    leftovers = [f for f in hv.files() if '.partial' in f or snapmod.MARKER in f]
+    assert leftovers == []
+    assert sorted(os.listdir(os.path.join(hv.state_dir, 'vms', 'web2', 'clone-source'))) == \
+        ['config.json', 'memory-ranges', 'state.json']
+    assert hv.vm(name='web2', clone_from={'vm': 'web1'})['changed'] is False
+
+
+def test_standby_and_back(logged):
+    hv = logged
+    hv.vm(**vm_args(hv, memory='256M'))
+    pid = hv.pid('web1')
+    args = vm_args(hv, memory='256M', state='standby')
+    pred = hv.vm(check=True, **args)
+    assert pred['changed'] and hv.pid('web1') == pid
+    res = hv.vm(**args)
+    assert res['changed'] and res['changes'] == pred['changes'] and res['vm']['state'] == 'standby'
+    assert proc_cmdline(pid) is None and hv.pid('web1') is None
+    assert not os.path.exists(os.path.join(hv.run_dir, 'web1.sock'))
+    assert vm_state(hv) == 'standby'
+    standby = os.path.join(hv.state_dir, 'vms', 'web1', 'standby')
+    assert os.path.getsize(os.path.join(standby, 'memory-ranges')) == 256 << 20
+    assert requests(hv.request_log, pid)[-4:] == ['vm.pause', 'vm.snapshot', 'vm.shutdown', 'vmm.shutdown']
+    again = hv.vm(**args)
+    assert again['changed'] is False
+    assert hv.vm(**vm_args(hv, memory='256M', state='present'))['changed'] is False
+    back_args = vm_args(hv, memory='256M')
+    pred = hv.vm(check=True, **back_args)
+    assert pred['changed'] and vm_state(hv) == 'standby'
+    back = hv.vm(**back_args)
+    assert back['changed'] and back['changes'] == pred['changes'] and back['vm']['state'] == 'running'
+    new_pid = hv.pid('web1')
+    assert requests(hv.request_log, new_pid) == ['vm.restore']
+    assert not os.path.exists(standby)
+    assert hv.vm(**back_args)['changed'] is False
+
+
+def fill(directory):
+    """Fill the filesystem of ``directory`` up."""
+    with open(os.path.join(directory, 'filler'), 'wb') as handle:
+        try:
+            while True:
+                handle.write(b'x' * 65536)
+                handle.flush()
+        except OSError:
+            pass
+
+
+def test_snapshot_on_a_full_filesystem_fails_cleanly(hv):
+    hv.vm(**vm_args(hv))
+    pid = hv.pid('web1')
+    mnt = str(hv.tmp_path / 'small')
+    os.mkdir(mnt)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], check=True)
+    try:
+        fill(mnt)
+        target = os.path.join(mnt, 's1')
+        res = snap(hv, path=target)
+        assert res['_rc'] != 0 and res['_status'] == 'failed', res
+        assert 'No space left' in res['msg'] or 'no space left' in res['msg'], res['msg']
+        assert not os.path.exists(target)
+        assert [f for f in os.listdir(mnt) if f != 'filler'] == []
+        assert vm_state(hv) == 'running' and hv.pid('web1') == pid
+        assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', snapmod.MARKER))
+    finally:
+        subprocess.run(['umount', '-l', mnt], check=False)
+
+
+def test_restore_refuses_damaged_or_foreign_snapshots(hv):
+    hv.vm(**vm_args(hv))
+    assert snap(hv)['changed']
+    pid = hv.pid('web1')
+    path = os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1')
+    # another CH major version
+    res = snap(hv, state='restored', env={'CHSIM_VERSION': '54.0.0'})
+    assert res['_rc'] != 0 and 'binary' in res['msg'] and 'major' in res['msg'], res
+    assert hv.pid('web1') == pid and vm_state(hv) == 'running'
+    # a checksum that does not match
+    state_json = os.path.join(path, 'state.json')
+    with open(state_json) as handle:
+        state = json.load(handle)
+    state['vcpus'] = 8
+    with open(state_json, 'w') as handle:
+        json.dump(state, handle)
+    res = snap(hv, state='restored')
+    assert res['_rc'] != 0 and 'sha256' in res['msg'] and 'state.json' in res['msg'], res
+    assert hv.pid('web1') == pid and vm_state(hv) == 'running'
+
+
+def test_killed_mid_snapshot_is_repaired_by_the_next_run(hv):
+    hv.vm(**vm_args(hv))
+    pid = hv.pid('web1')
+    layout = Layout(hv.state_dir, hv.run_dir)
+    final = os.path.join(layout.snapshots_dir('web1'), 's1')
+    partial = os.path.join(layout.snapshots_dir('web1'), '.s1.partial')
+    os.makedirs(partial)
+    with open(os.path.join(partial, 'config.json'), 'w') as handle:
+        handle.write('{')
+    # what a run killed between vm.pause and its resume leaves behind
+    snapmod.write_marker(layout, 'web1', {'op': 'snapshot', 'tmp': partial, 'dest': final, 'was_running': True})
+    with ChClient(layout.socket_path('web1')) as client:
+        client.pause()
+    assert vm_state(hv) == 'paused'
+    res = hv.vm(**vm_args(hv))
+    assert res['_rc'] == 0 and res['changed'], res
+    assert any('resume the VM left paused' in c for c in res['changes']), res['changes']
+    assert vm_state(hv) == 'running' and hv.pid('web1') == pid
+    assert not os.path.exists(partial) and not os.path.exists(final)
+    assert not os.path.exists(snapmod.marker_path(layout, 'web1'))
+    assert hv.vm(**vm_args(hv))['changed'] is False
+
+
+@pytest.mark.parametrize('module,args,option,fragment', [
+    ('cloudhv.ch.ch_snapshot', {'name': '../x'}, 'name', 'not a valid name'),
+    ('cloudhv.ch.ch_snapshot', {'vm': 'a b'}, 'vm', 'not a valid name'),
+    ('cloudhv.ch.ch_snapshot', {'state': 'restored', 'prefault': True, 'memory_restore_mode': 'ondemand'},
+     'prefault', 'ondemand'),
+    ('cloudhv.ch.ch_snapshot', {'state': 'restored', 'name': 'nosuch'}, 'name', 'no snapshot named nosuch'),
+    ('cloudhv.ch.ch_snapshot', {'vm': 'nosuchvm'}, 'vm', 'no VM named nosuchvm'),
+    ('cloudhv.ch.ch_vm', {'name': 'web2', 'clone_from': {'vm': 'ghost'}}, 'clone_from.vm', 'no VM named ghost'),
+    ('cloudhv.ch.ch_vm', {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 'nosuch'}},
+     'clone_from.snapshot', 'no snapshot'),
+])
+def test_bad_input_fails_clearly_and_touches_nothing(hv, module, args, option, fragment):
+    hv.vm(**vm_args(hv))
+    pid = hv.pid('web1')
+    full = {'vm': 'web1', 'name': 's1'} if module.endswith('ch_snapshot') else {}
+    full.update(args)
+    before = hv.files()
+    res = task(hv, module, full)
+    assert res['_rc'] != 0 and res['_status'] == 'failed', res
+    assert option in res['msg'] and fragment in res['msg'], res['msg']
+    assert hv.files() == before
+    assert hv.pid('web1') == pid and vm_state(hv) == 'running'
