@@ -8,6 +8,8 @@ sanity:
 	bash -c 'source scripts/lib.sh && setup_all && bash tests/sanity/run.sh'
 lint:
 	bash -c 'source scripts/lib.sh && setup_all && ansible-lint --profile production'
+docs:
+	bash scripts/docs.sh
 build:
 	bash -c 'source scripts/lib.sh && setup_all && ansible-galaxy collection build --force --output-path build/dist .'
 clean:
