@@ -316,7 +316,7 @@ options:
   autostart:
     description:
       - Boot the VM when the host starts. Writes C(/etc/systemd/system/cloudhv-<name>.service) and
-        enables it: the unit recreates the VM's taps, starts CH, and creates and boots the VM from
+        enables it; the unit recreates the VM's taps, starts CH, and creates and boots the VM from
         the stored C(<state_dir>/vms/<name>/vmconfig.json) with C(ch-remote) (expected next to O(binary)).
       - Needs systemd as PID 1; fails clearly, before changing anything, elsewhere.
       - V(false) removes the unit if the collection wrote one; O(state=absent) removes it too.
