@@ -140,8 +140,8 @@ def main():
               % (cp_ms, min(cp_times) * 1000, max(cp_times) * 1000))
         print('ratio clone/cp: %.3f  files-only/cp: %.3f  -> %s (target <= %.1f)'
               % (ratio, files_ms / cp_ms, 'MET' if ratio <= target else 'NOT MET', target))
-        print('stdev clone %.1f ms, cp %.1f ms' % (statistics.pstdev(clone_times) * 1000,
-                                                  statistics.pstdev(cp_times) * 1000))
+        spread = (statistics.pstdev(clone_times) * 1000, statistics.pstdev(cp_times) * 1000)
+        print('stdev clone %.1f ms, cp %.1f ms' % spread)
     finally:
         try:
             VmManager(params(base, name='src', purge=True, force=True)).converge('absent')
