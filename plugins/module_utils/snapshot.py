@@ -871,8 +871,8 @@ class SnapshotManager(object):
 
     def _converge(self, state, path, manifest):
         changes = []
-        if not self.check_mode and read_marker(self.layout, self.vm):
-            changes.extend(repair(self.layout, self.vm, self.mgr.vmm)[0])
+        if read_marker(self.layout, self.vm):
+            changes.extend(repair(self.layout, self.vm, self.mgr.vmm, check_mode=self.check_mode)[0])
         before = {'state': 'present' if manifest else 'absent', 'path': path}
         if manifest:
             before['created'] = manifest.get('created')
