@@ -392,6 +392,8 @@ class VmManager(object):
         # 3. the run state
         if obs.state == 'crashed':
             plan.add('clean up after the crashed VMM', self.vmm.cleanup)
+        if obs.state in ('crashed', 'stopped') and target == 'stopped':
+            self._plan_leftovers(obs, spec, plan)
         if obs.state == 'created' and target == 'stopped':
             plan.add('stop the VMM (VM not booted)', lambda: self._stop(spec))
         if target == 'standby':
@@ -440,6 +442,17 @@ class VmManager(object):
         final_record = dict(new_record, managed_files=record['managed_files'])
         after = {'state': target, 'spec': self.public_spec(spec)}
         return self._result(plan, before, after, self.vm_result(target, final_record, info, new_pid))
+
+    def _plan_leftovers(self, obs, spec, plan):
+        """No VMM runs and none should: remove what a crashed VMM or an interrupted stop left
+        behind (socket, pid file, the VM's taps), so that a stopped VM holds nothing on the host."""
+        if obs.state != 'crashed' and (os.path.lexists(self.vmm.socket_path) or os.path.lexists(self.vmm.pid_file)):
+            plan.add('remove the stale socket and pid file', self.vmm.cleanup)
+        recorded = ((obs.record or {}).get('spec') or {}).get('networks') or []
+        names = self._managed_taps(spec) + [n['tap'] for n in recorded if n.get('managed_tap')]
+        present = [t for t in sorted(set(names)) if self.netlink().link(t) is not None]
+        if present:
+            plan.add('remove the stale taps %s' % ', '.join(present), lambda: self._remove_taps(present))
 
     def _snapshot_pre_steps(self, obs, state, plan):
         """Before planning (snapshot.py): repair an interrupted snapshot, create a clone, or leave
