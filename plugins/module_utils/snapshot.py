@@ -217,6 +217,11 @@ def verify(path, manifest, binary, option='name'):
         if not os.path.isfile(dpath) or os.path.getsize(dpath) != disk['size']:
             raise StateError("snapshot %s is damaged: its copy of disk %s (%s) is missing or has the "
                              "wrong size" % (path, disk['id'], disk['file']), option=option)
+    copied = set(d['id'] for d in manifest.get('disks') or [])
+    for disk in ((manifest.get('record') or {}).get('spec') or {}).get('disks') or []:
+        if disk['id'] not in copied and not os.path.exists(disk['path']):
+            raise StateError("snapshot %s needs the disk %s (%s), which it holds no copy of and which no "
+                             "longer exists" % (path, disk['path'], disk['id']), option=option)
     have_version = binary_version(binary)
     if ch_major(have_version) != ch_major(manifest.get('ch_version')):
         raise OptionError('binary', "snapshot %s was taken with Cloud Hypervisor %s and %s is %s: CH "
@@ -434,7 +439,10 @@ def restore(mgr, path, manifest, resume=True, memory_restore_mode='copy', prefau
     cur_spec = (record or {}).get('spec') or {}
     if _live_state(mgr.vmm) == 'Running':
         mgr.vmm.client().pause()     # a paused VM skips the ACPI step of the stop ladder
-    mgr._stop(cur_spec) if cur_spec else mgr.vmm.stop(timeout=0, force=True)
+    if cur_spec:
+        mgr._stop(cur_spec)      # the VMM and the VM's taps
+    else:
+        mgr.vmm.stop(timeout=0, force=True)
     for (tmp, dest), (dest2, backup) in zip(prepared, backups):
         _unlink(backup)
         if os.path.exists(dest):

@@ -354,3 +354,30 @@ def test_bad_input_fails_clearly_and_touches_nothing(hv, module, args, option, f
     assert option in res['msg'] and fragment in res['msg'], res['msg']
     assert hv.files() == before
     assert hv.pid('web1') == pid and vm_state(hv) == 'running'
+
+
+def test_restore_refused_by_ch_puts_the_disks_back(hv, monkeypatch):
+    """Engine level: CH refusing vm.restore leaves the VM stopped with its own disks, not half-done."""
+    from ansible_collections.cloudhv.ch.plugins.module_utils.errors import ChApiError, StateError
+    from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot import SnapshotManager
+    hv.vm(**vm_args(hv))
+    assert snap(hv)['changed']
+    disk = disk_path(hv)
+    write_at(disk, b'after-snapshot')
+    pid = hv.pid('web1')
+
+    def refuse(self, *args, **kwargs):
+        raise ChApiError('vm.restore', 500, ['Cannot restore VM', 'simulated refusal'])
+    monkeypatch.setattr(ChClient, 'restore', refuse)
+    params = dict(hv.defaults, vm='web1', name='s1', state='restored', path=None, include_disks=True,
+                  resume=True, memory_restore_mode='copy', prefault=False, api_timeout=30)
+    with pytest.raises(StateError) as exc:
+        SnapshotManager(params).run()
+    assert 'simulated refusal' in exc.value.msg and 'put back' in exc.value.msg
+    assert read_at(disk, 14) == b'after-snapshot'
+    assert proc_cmdline(pid) is None and hv.pid('web1') is None
+    assert vm_state(hv) == 'stopped'
+    assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith('.')]
+    assert not os.path.exists(snapmod.marker_path(Layout(hv.state_dir, hv.run_dir), 'web1'))
+    monkeypatch.undo()
+    assert hv.vm(**vm_args(hv))['vm']['state'] == 'running'
