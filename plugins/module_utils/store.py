@@ -189,12 +189,18 @@ class VmLock(object):
 
     def acquire(self):
         ensure_dir(os.path.dirname(self.path))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + self.timeout
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if self._still_linked(fd):
+                    break
+                # The holder removed the VM (state=absent unlinks the lock file while holding it):
+                # this lock is on a file nobody else will look at; lock the current one instead.
+                os.close(fd)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                continue
             except (OSError, IOError) as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -206,6 +212,15 @@ class VmLock(object):
                 time.sleep(self.poll)
         self.fd = fd
         return self
+
+    def _still_linked(self, fd):
+        """Is the locked file still the one at self.path?"""
+        try:
+            current = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(fd)
+        return (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino)
 
     def release(self):
         if self.fd is not None:
