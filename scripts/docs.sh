@@ -4,11 +4,12 @@
 #   antsibull-docs sphinx-init   -> build/docs/src (conf.py, antsibull-docs.cfg, rst/index.rst)
 #   antsibull-docs collection    -> build/docs/src/rst (one page per module, from ansible-doc)
 #   sphinx-build -M html         -> build/docs/html
-# Before that, `antsibull-docs lint-collection-docs --plugin-docs` checks the docs' markup.
+# Before that, `antsibull-docs lint-collection-docs --plugin-docs` checks the docs' markup (modules
+# and role argument specs).
 # The tools come from requirements-docs.txt, installed into .venv on first use.
-# DOCS_STRICT=1 turns Sphinx warnings into errors; leave it unset offline, where Sphinx cannot
-# fetch the intersphinx inventories of docs.python.org / docs.ansible.com (those links then stay
-# plain text and Sphinx warns about them).
+# DOCS_STRICT=1 makes markup problems and Sphinx warnings fatal (CI). Leave it unset offline, where
+# Sphinx cannot fetch the intersphinx inventories of docs.python.org / docs.ansible.com (those links
+# then stay plain text and Sphinx warns about them).
 source "$(dirname "$0")/lib.sh"
 setup_all
 cd "$REPO" || exit 1
@@ -27,7 +28,10 @@ OUT="$REPO/build/docs"
 SRC="$OUT/src"
 
 echo ">> antsibull-docs lint-collection-docs"
-"$VENV/bin/antsibull-docs" lint-collection-docs --plugin-docs "$COLLECTION"
+if ! "$VENV/bin/antsibull-docs" lint-collection-docs --plugin-docs "$COLLECTION"; then
+  if [ "${DOCS_STRICT:-0}" = 1 ]; then exit 1; fi
+  echo ">> (the docs markup problems above do not stop the build; DOCS_STRICT=1 makes them fatal)"
+fi
 
 rm -rf "$OUT"
 mkdir -p "$SRC"
