@@ -25,6 +25,7 @@ import time
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     BusyError,
+    HostError,
     OptionError,
     StateError,
 )
@@ -45,9 +46,13 @@ def check_name(name, option='name'):
 
 def write_json_atomic(path, data, mode=0o600):
     """Write JSON so that readers see either the old or the new file, never a partial one:
-    temp file in the same directory, fsync, rename, fsync of the directory."""
+    temp file in the same directory, fsync, rename, fsync of the directory. An OS error (a full
+    disk) leaves the old file as it was and raises HostError naming the file."""
     directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    except (OSError, IOError) as exc:
+        raise _write_error(path, exc)
     try:
         with os.fdopen(fd, 'w') as handle:
             os.fchmod(handle.fileno(), mode)
@@ -56,13 +61,22 @@ def write_json_atomic(path, data, mode=0o600):
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, (OSError, IOError)):
+            raise _write_error(path, exc)
         raise
     fsync_dir(directory)
+
+
+def _write_error(path, exc):
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return HostError("cannot write %s: %s%s" % (path, exc.strerror or exc,
+                                                " (the file system is full); the previous version of the "
+                                                "file is unchanged" if full else ""), path=path)
 
 
 def fsync_dir(directory):
