@@ -22,6 +22,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionErr
 from ansible_collections.cloudhv.ch.plugins.module_utils.images import CH_IMAGE_TYPES as IMAGE_TYPES
 from ansible_collections.cloudhv.ch.plugins.module_utils.images import detect_image_type
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import TAP_PREFIX
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmconfig import check_extra_config
 
 MIB = 1024 * 1024
 SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$', re.IGNORECASE)
@@ -293,6 +294,8 @@ def normalize(params, vm_dir, host, record=None):
     extra = params.get('extra_config')
     if extra is not None and not isinstance(extra, dict):
         raise OptionError('extra_config', 'must be a dictionary of VmConfig fields')
+    if extra:
+        check_extra_config(extra)
     return {
         'cpus': cpus, 'max_cpus': max_cpus, 'memory': memory, 'memory_hotplug': hotplug,
         'hugepages': bool(params.get('hugepages')), 'shared_memory': bool(params.get('shared_memory')),
