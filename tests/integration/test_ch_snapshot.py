@@ -33,6 +33,25 @@ def task(hv, module, args, check=False, env=None):
     return out
 
 
+def batch(hv, *tasks):
+    """Several tasks in one ansible-playbook run (saves its start-up): (name, module, args[, check])."""
+    play = []
+    for item in tasks:
+        entry = {'name': item[0], item[1]: item[2]}
+        if len(item) > 3 and item[3]:
+            entry['check_mode'] = True
+        play.append(entry)
+    res = hv.play(play)
+    assert res.rc == 0, res
+    return dict((item[0], res.task(item[0])) for item in tasks)
+
+
+def snap_task(name, check=False, **args):
+    full = {'vm': 'web1', 'name': 's1'}
+    full.update(args)
+    return (name, 'cloudhv.ch.ch_snapshot', full, check)
+
+
 def snap(hv, check=False, env=None, **args):
     full = {'vm': 'web1', 'name': 's1'}
     full.update(args)
@@ -96,10 +115,12 @@ def test_present_absent_idempotent_and_run_state_kept(logged):
     # running stays running, and it was paused only around the snapshot
     assert requests(hv.request_log, pid)[-3:] == ['vm.pause', 'vm.snapshot', 'vm.resume']
     assert vm_state(hv) == 'running' and hv.pid('web1') == pid
-    again = snap(hv)
+    out = batch(hv, snap_task('again'), snap_task('again-check', check=True),
+                ('info', 'cloudhv.ch.ch_vm_info', {'name': 'web1'}))
+    again = out['again']
     assert again['changed'] is False and again['diff']['before'] == again['diff']['after']
-    assert snap(hv, check=True)['changed'] is False
-    listed = hv.info('web1')[0]['snapshots']
+    assert out['again-check']['changed'] is False
+    listed = out['info']['vms'][0]['snapshots']
     assert [(s['name'], s['path'], s['ch_version']) for s in listed] == [('s1', path, '53.0.0')]
     # paused stays paused: no pause/resume around the snapshot
     assert hv.vm(**vm_args(hv, state='paused'))['changed']
@@ -110,11 +131,12 @@ def test_present_absent_idempotent_and_run_state_kept(logged):
     # absent, absent again, check mode
     assert snap(hv, state='absent', check=True)['changed'] is True
     assert os.path.isdir(path)
-    gone = snap(hv, state='absent')
-    assert gone['changed'] and not os.path.exists(path)
-    assert snap(hv, state='absent')['changed'] is False
-    assert snap(hv, state='absent', check=True)['changed'] is False
-    assert [s['name'] for s in hv.info('web1')[0]['snapshots']] == ['s2']
+    out = batch(hv, snap_task('gone', state='absent'), snap_task('gone-again', state='absent'),
+                snap_task('gone-check', check=True, state='absent'),
+                ('info', 'cloudhv.ch.ch_vm_info', {'name': 'web1'}))
+    assert out['gone']['changed'] and not os.path.exists(path)
+    assert out['gone-again']['changed'] is False and out['gone-check']['changed'] is False
+    assert [s['name'] for s in out['info']['vms'][0]['snapshots']] == ['s2']
 
 
 def test_restore_brings_back_disks_in_a_new_vmm(logged):
@@ -158,13 +180,15 @@ def test_clone_gets_a_new_identity(hv_ns):
     res = hv.vm(**clone_args)
     assert res['_rc'] == 0 and res['changed'] and res['changes'] == pred['changes'], res
     assert res['vm']['state'] == 'running' and hv.pid('web2') not in (None, hv.pid('web1'))
-    again = hv.vm(**clone_args)
-    assert again['changed'] is False, again['changes']
-    assert hv.vm(check=True, **clone_args)['changed'] is False
+    out = batch(hv, ('again', 'cloudhv.ch.ch_vm', clone_args), ('again-check', 'cloudhv.ch.ch_vm', clone_args, True),
+                ('info', 'cloudhv.ch.ch_vm_info', {}))
+    assert out['again']['changed'] is False, out['again']['changes']
+    assert out['again-check']['changed'] is False
     # new MAC and tap, both live
     s_net, c_net = src['vm']['networks'][0], res['vm']['networks'][0]
     assert c_net['mac'] != s_net['mac'] and c_net['tap'] != s_net['tap']
-    live = hv.info('web2')[0]['live_config']
+    infos = dict((vm['name'], vm) for vm in out['info']['vms'])
+    live = infos['web2']['live_config']
     assert live['net'][0]['mac'] == c_net['mac'] and live['net'][0]['tap'] == c_net['tap']
     links = subprocess.run(['ip', '-n', hv.netns, '-o', 'link'], capture_output=True, text=True, check=True).stdout
     assert c_net['tap'] in links and s_net['tap'] in links
@@ -185,7 +209,7 @@ def test_clone_gets_a_new_identity(hv_ns):
     assert [d['path'] for d in live['disks'] if d['id'] == 'cidata'] == \
         [os.path.join(hv.state_dir, 'vms', 'web2', 'cidata.iso')]
     # the source is untouched and still running
-    assert vm_state(hv, 'web1') == 'running'
+    assert infos['web1']['state'] == 'running'
     # options the task sets are applied to the clone like any change
     grown = hv.vm(**dict(clone_args, memory='1G'))
     assert grown['changed'] and grown['restart_required'] is True
@@ -239,16 +263,15 @@ def test_standby_and_back(logged):
     assert res['changed'] and res['changes'] == pred['changes'] and res['vm']['state'] == 'standby'
     assert proc_cmdline(pid) is None and hv.pid('web1') is None
     assert not os.path.exists(os.path.join(hv.run_dir, 'web1.sock'))
-    assert vm_state(hv) == 'standby'
     standby = os.path.join(hv.state_dir, 'vms', 'web1', 'standby')
     assert os.path.getsize(os.path.join(standby, 'memory-ranges')) == 256 << 20
     assert requests(hv.request_log, pid)[-4:] == ['vm.pause', 'vm.snapshot', 'vm.shutdown', 'vmm.shutdown']
-    again = hv.vm(**args)
-    assert again['changed'] is False
-    assert hv.vm(**vm_args(hv, memory='256M', state='present'))['changed'] is False
     back_args = vm_args(hv, memory='256M')
-    pred = hv.vm(check=True, **back_args)
-    assert pred['changed'] and vm_state(hv) == 'standby'
+    out = batch(hv, ('again', 'cloudhv.ch.ch_vm', args), ('present', 'cloudhv.ch.ch_vm', dict(args, state='present')),
+                ('pred', 'cloudhv.ch.ch_vm', back_args, True), ('info', 'cloudhv.ch.ch_vm_info', {'name': 'web1'}))
+    assert out['again']['changed'] is False and out['present']['changed'] is False
+    pred = out['pred']
+    assert pred['changed'] and out['info']['vms'][0]['state'] == 'standby'
     back = hv.vm(**back_args)
     assert back['changed'] and back['changes'] == pred['changes'] and back['vm']['state'] == 'running'
     new_pid = hv.pid('web1')
