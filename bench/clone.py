@@ -98,7 +98,8 @@ def main():
     parent = sys.argv[2] if len(sys.argv) > 2 else None
     work = tempfile.mkdtemp(prefix='cloudhv-bench-clone-', dir=parent)
     run_dir = tempfile.mkdtemp(prefix='chv-bench-')
-    binary = simulator(tempfile.mkdtemp(prefix='cloudhv-bench-bin-'))
+    bin_dir = tempfile.mkdtemp(prefix='cloudhv-bench-bin-')
+    binary = simulator(bin_dir)
     kernel = os.path.join(work, 'vmlinux')
     with open(kernel, 'wb') as handle:
         handle.write(b'fake kernel')
@@ -177,8 +178,8 @@ def main():
             VmManager(params(base, name='src', purge=True, force=True)).converge('absent')
         except Exception as exc:  # pylint: disable=broad-except
             print('cleanup: %s' % exc)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        for directory in (work, run_dir, bin_dir):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == '__main__':
