@@ -269,7 +269,8 @@ class VmManager(object):
         if state == 'standby' and record is None and not self.clone:
             raise OptionError('state', "standby keeps the state of a running VM; %s does not exist" % self.name)
         spec = self.desired(record)[0]
-        self.check_host_inputs(spec, starting=False)
+        # a user tap must exist for a VM that will run (checked again once the state is known)
+        self.check_host_inputs(spec, starting=state in ('running', 'paused', 'restarted'))
         return self._locked(lambda: self._converge_present(state))
 
     def _locked(self, func):
