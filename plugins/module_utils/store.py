@@ -153,6 +153,7 @@ class Layout(object):
 
     def ensure_dirs(self, name=None):
         ensure_dir(self.run_dir)
+        ensure_dir(self.state_dir)      # itself 0700 when we create it, not only vms/ below it
         ensure_dir(self.vms_dir)
         if name is not None:
             ensure_dir(self.vm_dir(name))

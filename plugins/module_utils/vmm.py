@@ -5,7 +5,9 @@
 
 * launch: the binary runs detached from the module (new session, stdin /dev/null, stdout and
   stderr appended to a log file, no inherited fds) with ``--api-socket path=<sock>``; a pid file
-  is written; a stale socket is removed first, but only when no live process owns it; we wait
+  is written; a stale socket is removed first, but only when no live process owns it; the VMM runs
+  under umask 0177, so its sockets, logs and snapshot files are 0600, and the API socket is
+  chmod 0600 once it answers (whatever the binary does about modes); we wait
   (5 ms poll) until ``vmm.ping`` answers and fail fast with the log's tail if the process exits.
 * liveness survives PID reuse: the pid file only counts when /proc/<pid>/cmdline names both the
   binary and the socket.
@@ -35,6 +37,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
 POLL = 0.005          # launch wait: poll period (s)
 STOP_POLL = 0.02      # stop ladder: poll period (s)
 LOG_TAIL = 20         # lines of the CH log shown when a launch fails
+VMM_UMASK = 0o177     # files and sockets the VMM creates: 0600
 
 
 def read_pid(pid_file):
@@ -215,12 +218,17 @@ class Vmm(object):
             os.write(log_fd, ('--- cloudhv.ch: launching %s at %s ---\n'
                               % (' '.join(argv), time.strftime('%Y-%m-%dT%H:%M:%S'))).encode())
             offset = os.lseek(log_fd, 0, os.SEEK_END)
+            # CH leaves the modes of what it creates to its umask: API, console and vsock
+            # sockets, serial log files, snapshot files (guest memory). Owner only, always.
+            old_umask = os.umask(VMM_UMASK)
             try:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
                     start_new_session=True, cwd='/', env=env)
             except OSError as exc:
                 raise VmmError("cannot start %s: %s" % (self.binary, exc))
+            finally:
+                os.umask(old_umask)
         finally:
             os.close(log_fd)
         pid = self._proc.pid
@@ -236,6 +244,7 @@ class Vmm(object):
             if socket_accepts(self.socket_path):
                 try:
                     self.client().ping()
+                    os.chmod(self.socket_path, 0o600)
                     return pid
                 except (VmmNotReachable, ChApiError):
                     pass
