@@ -3,18 +3,18 @@
 # Cloud Hypervisor binary is installed, the CH simulator (tests/simulator) stands in for it,
 # and the playbook says so. The play runs inside a throwaway network namespace, so its bridge and
 # taps never touch the host's own network; the namespace is removed at the end.
+#
+# In the simulation, CH is installed the way a site installs it: by the cloudhv.ch.install role,
+# from a release mirror. The mirror is local (build/demo/mirror, written by
+# tests/simulator/mirror.py) and holds STAND-IN artifacts: the simulator's launcher as
+# cloud-hypervisor-static, text files as firmware. It is served over HTTP on 127.0.0.1 inside the
+# namespace (a real download, as from a site mirror, rather than file:// URLs), and the role
+# verifies each file against the digests mirror.py computed. Everything lands under build/demo.
 source "$(dirname "$0")/lib.sh"
 setup_all
 cd "$REPO" || exit 1
 CH_BINARY="${CH_BINARY:-}"
 if [ -z "$CH_BINARY" ] && [ -x /usr/local/bin/cloud-hypervisor ]; then CH_BINARY=/usr/local/bin/cloud-hypervisor; fi
-SIMULATED=false
-if [ -z "$CH_BINARY" ]; then
-  SIMULATED=true
-  CH_BINARY="$REPO/build/sim/cloud-hypervisor"
-  "$PY" "$REPO/tests/simulator/install.py" "$CH_BINARY" >/dev/null
-  echo "== No real Cloud Hypervisor found: the demo uses the CH SIMULATOR ($CH_BINARY) =="
-fi
 DEMO_ROOT="$REPO/build/demo"
 rm -rf "$DEMO_ROOT"
 mkdir -p "$DEMO_ROOT"
@@ -22,7 +22,26 @@ NS="cloudhv-demo-$$"
 ip netns add "$NS"
 trap 'ip netns pids "$NS" 2>/dev/null | xargs -r kill -9; ip netns del "$NS"' EXIT
 ip -n "$NS" link set lo up
+SIMULATED=false
+MIRROR_URL=""
+if [ -z "$CH_BINARY" ]; then
+  SIMULATED=true
+  CH_BINARY="$DEMO_ROOT/bin/cloud-hypervisor"   # where cloudhv.ch.install puts it
+  "$PY" "$REPO/tests/simulator/mirror.py" "$DEMO_ROOT/mirror" >/dev/null
+  MIRROR_URL="http://127.0.0.1:8553"
+  ip netns exec "$NS" "$PY" -m http.server --bind 127.0.0.1 --directory "$DEMO_ROOT/mirror" 8553 \
+    >"$DEMO_ROOT/mirror.log" 2>&1 &
+  disown
+  for _ in $(seq 50); do
+    ip netns exec "$NS" "$PY" -c 'import socket; socket.create_connection(("127.0.0.1", 8553), 1)' \
+      2>/dev/null && break
+    sleep 0.1
+  done
+  echo "== No real Cloud Hypervisor found: the demo installs and uses the CH SIMULATOR =="
+  echo "== (stand-in release mirror: $MIRROR_URL, serving $DEMO_ROOT/mirror) =="
+fi
 ip netns exec "$NS" "$VENV/bin/ansible-playbook" -i localhost, -c local "$REPO/playbooks/demo.yml" \
   -e "ansible_python_interpreter=$PY" \
   -e "cloudhv_demo_binary=$CH_BINARY" -e "cloudhv_demo_simulated=$SIMULATED" \
+  -e "cloudhv_demo_mirror_url=$MIRROR_URL" \
   -e "cloudhv_demo_root=$DEMO_ROOT" "$@"
