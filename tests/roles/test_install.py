@@ -74,14 +74,21 @@ def test_install_check_mode_then_install_then_nothing_to_do(tmp_path, mirror):
         assert res.rc == 0, res.stdout[-3000:]
         assert changed(res) == [], (check, changed(res))
 
+    # capabilities lost (as when someone replaces the file) are predicted in check mode, then granted
+    subprocess.run(['setcap', '-r', str(tmp_path / 'bin' / 'cloud-hypervisor')], check=True)
+    res = run_role(tmp_path, 'install', variables, check=True)
+    assert [t.split(' : ')[-1] for t in changed(res)] == ['Report that a real run would grant cap_net_admin+ep']
+
     # a changed mode is put right; a changed file is replaced (digests are compared, not presence)
     os.chmod(str(tmp_path / 'fw' / 'CLOUDHV.fd'), 0o600)
     with open(str(tmp_path / 'bin' / 'ch-remote'), 'w') as handle:
         handle.write('#!/bin/sh\necho tampered\n')
     res = run_role(tmp_path, 'install', variables)
     assert res.rc == 0, res.stdout[-3000:]
-    assert len(changed(res)) == 2, changed(res)
+    assert len(changed(res)) == 3, changed(res)  # the mode, the file, and the capability
     assert snapshot(tmp_path) == dict((path, (digests[key], mode)) for path, (key, mode) in FILES.items())
+    assert 'cap_net_admin' in subprocess.run(['getcap', str(tmp_path / 'bin' / 'cloud-hypervisor')],
+                                             capture_output=True, text=True, check=True).stdout
 
 
 def _upgrade_mirror(tmp_path, mirror, tag, content):
