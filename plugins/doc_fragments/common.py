@@ -41,6 +41,20 @@ notes:
     options can be set once with C(module_defaults) and C(group/cloudhv.ch.ch).
 '''
 
+    # Descriptions of the attributes every module documents; modules set only ``support``.
+    ATTRIBUTES = r'''
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+'''
+
     # The attribute shared by every module: membership of the action group.
     ACTION_GROUP = r'''
 attributes:

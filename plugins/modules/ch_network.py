@@ -139,19 +139,15 @@ options:
 extends_documentation_fragment:
   - cloudhv.ch.common
   - cloudhv.ch.common.action_group
+  - cloudhv.ch.common.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
   platform:
-    description: Target OS/families that can be operated against.
-    support: full
     platforms: linux
 requirements:
   - pyroute2 (Python library) on the target

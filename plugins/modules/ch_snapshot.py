@@ -73,20 +73,16 @@ options:
 extends_documentation_fragment:
   - cloudhv.ch.common
   - cloudhv.ch.common.action_group
+  - cloudhv.ch.common.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details: V(state=restored) always reports a change.
   platform:
-    description: Target OS/families that can be operated against.
-    support: full
     platforms: posix
 requirements:
   - httpx >= 0.27 on the target
