@@ -1,12 +1,13 @@
-"""A table of bad inputs across the modules: each fails with a clear message naming the option,
-and the host is exactly as before (files under state_dir/run_dir with their sizes, modes and
-mtimes; links and addresses; the nftables ruleset; processes naming those directories).
+"""A table of bad inputs across the modules and roles: each fails with a clear message naming the
+option, and the host is exactly as before (files under state_dir/run_dir, with their sizes,
+modes and mtimes; links and addresses; the nftables ruleset; processes naming those directories).
 
-Each group of cases (one test) runs as one playbook (ignore_errors on every task) in a throwaway network
-namespace holding a realistic host: a bridge with NAT, isolation and egress rules made by
-ch_network, a running VM on it with a disk and cloud-init, and a snapshot of it. The
-host_snapshot callback (callback/host_snapshot.py) snapshots the host before and after every
-task, so each case is judged on its own.
+Each group of cases is one test and one playbook, in a throwaway network namespace: first the
+setup tasks make a realistic host (a bridge with NAT, isolation and egress rules made by
+ch_network, a running VM on it with a disk and cloud-init, a snapshot of it), then every case
+runs with ignore_errors (module cases) or in a block whose rescue marks the refusal (role cases).
+The host_snapshot callback (callback/host_snapshot.py) snapshots the host after every task, so
+each case is judged on its own: before it = after the task before it.
 """
 import copy
 import json
@@ -16,7 +17,8 @@ import subprocess
 import pytest
 
 from tests.reliability.relutil import SNAPSHOT_CALLBACKS, Host, new_netns, remove_netns
-from tests.support.ansible import CALLBACKS
+from tests.simulator.mirror import build_mirror
+from tests.support.ansible import CALLBACKS, REPO
 
 DROP = object()          # remove this key from the base arguments
 UNCLEAR = ('Unexpected error', 'MODULE FAILURE', 'Traceback', 'MODULE_STDOUT')
@@ -41,6 +43,14 @@ def bases(host):
         'net': copy.deepcopy(NETWORK),
         'newnet': {'name': 'br1', 'addresses': ['10.98.0.1/24']},
         'none': {},
+        'vms': {'cloudhv_binary': host.binary, 'cloudhv_state_dir': host.state_dir, 'cloudhv_run_dir': host.run_dir},
+        'preflight': {'cloudhv_binary': host.binary, 'cloudhv_state_dir': host.state_dir,
+                      'cloudhv_run_dir': host.run_dir},
+        # installs into the jail; the mirror (stand-ins that match no pin) is built by run_group
+        'install': {'cloudhv_bin_dir': os.path.join(host.jail, 'bin'), 'cloudhv_firmware_dir': os.path.join(host.jail, 'fw'),
+                    # staging is scratch space, created and removed by the role: outside the jail
+                    'cloudhv_download_dir': os.path.join(str(host.tmp_path), 'download'), 'cloudhv_install_dependencies': False,
+                    'cloudhv_mirror_url': 'file://%s' % os.path.join(str(host.tmp_path), 'mirror')},
     }
 
 
@@ -49,13 +59,31 @@ MODULES = {'vm': 'cloudhv.ch.ch_vm', 'info': 'cloudhv.ch.ch_vm_info', 'host': 'c
 
 
 class Case(object):
+    """A module task (``module`` a key of MODULES), or a role run (``role:<name>``, its variables
+    in ``args``) wrapped in a block whose rescue marks the refusal."""
+
     def __init__(self, group, case_id, module, base, args, *fragments):
         self.group = group
         self.id = case_id
-        self.module = MODULES[module]
+        self.role = module.split(':', 1)[1] if module.startswith('role:') else None
+        self.module = 'cloudhv.ch.%s (role)' % self.role if self.role else MODULES[module]
         self.base = base
         self.args = args
         self.fragments = fragments
+
+    def tasks(self, host):
+        if not self.role:
+            return [{'name': self.id, self.module: self.render(host), 'ignore_errors': True}]
+        return [{'name': self.id,
+                 'block': [{'name': self.id + ' role', 'ansible.builtin.include_role': {'name': 'cloudhv.ch.' + self.role},
+                            'vars': self.render(host)}],
+                 'rescue': [{'name': self.id + ' refused', 'ansible.builtin.debug': {'msg': 'refused'}}],
+                 'always': [{'name': self.id + ' end', 'ansible.builtin.debug': {'msg': 'end'}}]}]
+
+    @property
+    def end(self):
+        """The name of the last task of the case."""
+        return self.id + ' end' if self.role else self.id
 
     def render(self, host):
         args = copy.deepcopy(bases(host)[self.base])
@@ -202,38 +230,74 @@ CASES = [
     Case('net', 'net-netns-missing', 'net', 'newnet', {'netns': 'nosuchns'}, 'netns'),
     Case('net', 'net-netns-traversal', 'net', 'newnet', {'netns': '../x'}, 'netns'),
     Case('net', 'net-absent-while-in-use', 'net', 'net', {'state': 'absent'}, 'force'),
+    # -- the roles ---------------------------------------------------------------------------
+    Case('roles', 'role-vms-name-traversal', 'role:vms', 'vms',
+         {'cloudhv_vms': [{'name': '../../escape', 'kernel': '{kernel}'}]}, 'name', 'not a valid name'),
+    Case('roles', 'role-vms-cpus-type', 'role:vms', 'vms', {'cloudhv_vms': [{'name': 'web3', 'cpus': 'two'}]}, 'cpus'),
+    Case('roles', 'role-vms-unknown-key', 'role:vms', 'vms', {'cloudhv_vms': [{'name': 'web3', 'memroy': '1G'}]},
+         'memroy'),
+    Case('roles', 'role-vms-missing-name', 'role:vms', 'vms', {'cloudhv_vms': [{'cpus': 1}]}, 'name'),
+    Case('roles', 'role-vms-extra-config', 'role:vms', 'vms',
+         {'cloudhv_vms': [{'name': 'web3', 'kernel': '{kernel}', 'extra_config': {'bogus': 1}}]}, 'extra_config', 'bogus'),
+    Case('roles', 'role-vms-cloud-init-yaml', 'role:vms', 'vms',
+         {'cloudhv_vms': [{'name': 'web3', 'kernel': '{kernel}', 'cloud_init': {'user_data': '#cloud-config\nx: [\n'}}]},
+         'cloud_init.user_data'),
+    Case('roles', 'role-vms-network-cidr', 'role:vms', 'vms',
+         {'cloudhv_networks': [{'name': 'br9', 'addresses': ['10.97.0.1']}]}, 'addresses'),
+    Case('roles', 'role-vms-network-state', 'role:vms', 'vms', {'cloudhv_networks': [{'name': 'br9', 'state': 'gone'}]},
+         'state', 'gone'),
+    Case('roles', 'role-install-setcap-type', 'role:install', 'install', {'cloudhv_setcap': 'sometimes'},
+         'cloudhv_setcap'),
+    Case('roles', 'role-install-arch', 'role:install', 'install', {'cloudhv_arch': 'sparc'}, 'sparc', 'cloudhv_arch'),
+    Case('roles', 'role-install-unpinned-version', 'role:install', 'install', {'cloudhv_version': '99.0'},
+         'no pinned digest', 'cloudhv_checksums'),
+    Case('roles', 'role-install-malformed-digest', 'role:install', 'install',
+         {'cloudhv_checksums': {'cloud-hypervisor/v53.0/cloud-hypervisor-static': 'sha256:xyz'}}, 'sha256:xyz'),
+    Case('roles', 'role-install-digest-mismatch', 'role:install', 'install', {},
+         'not the pinned', 'Nothing was installed'),
+    Case('roles', 'role-preflight-nested-type', 'role:preflight', 'preflight', {'cloudhv_require_nested': 'maybe'},
+         'cloudhv_require_nested'),
 ]
 
 
-def setup_host(host):
-    """The environment every group of cases runs in."""
-    for argv in (['link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up0p'],
-                 ['addr', 'add', '192.0.2.1/24', 'dev', 'up0'], ['link', 'set', 'up0p', 'up'],
-                 ['link', 'set', 'up0', 'up'], ['route', 'add', 'default', 'via', '192.0.2.254']):
-        subprocess.run(['ip', '-n', host.netns] + argv, check=True, capture_output=True, timeout=20)
-    res = host.play([{'name': 'net', 'cloudhv.ch.ch_network': NETWORK},
-                     {'name': 'vm', 'cloudhv.ch.ch_vm': web1(host)},
-                     {'name': 'snap', 'cloudhv.ch.ch_snapshot': {'vm': 'web1', 'name': 's1'}}])
-    assert res.rc == 0, res
+class Setup(object):
+    """The environment every group of cases runs in: an uplink, then (as the first tasks of the
+    group's playbook) a bridge with NAT, isolation and egress rules, a running VM on it with a
+    disk and cloud-init, and a snapshot of that VM. Stands before the first case, as its
+    ``previous``."""
+    end = 'setup snapshot'
+
+    @staticmethod
+    def tasks(host):
+        for argv in (['link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up0p'],
+                     ['addr', 'add', '192.0.2.1/24', 'dev', 'up0'], ['link', 'set', 'up0p', 'up'],
+                     ['link', 'set', 'up0', 'up'], ['route', 'add', 'default', 'via', '192.0.2.254']):
+            subprocess.run(['ip', '-n', host.netns] + argv, check=True, capture_output=True, timeout=20)
+        return [{'name': 'setup network', 'cloudhv.ch.ch_network': NETWORK},
+                {'name': 'setup vm', 'cloudhv.ch.ch_vm': web1(host)},
+                {'name': Setup.end, 'cloudhv.ch.ch_snapshot': {'vm': 'web1', 'name': 's1'}}]
 
 
 def run_group(tmp_path, binary, group):
     """Set up the environment in a fresh namespace and run the group's cases in one playbook.
-    Returns ({case id: result entry}, {case id: host snapshots}, RunResult)."""
+    Returns (results in order, host snapshots in order, RunResult)."""
     netns = new_netns(bridge=None)
     host = Host(tmp_path, binary, netns=netns, jail=True)
     try:
-        setup_host(host)
         cases = [c for c in CASES if c.group == group]
-        tasks = [{'name': c.id, c.module: c.render(host), 'ignore_errors': True} for c in cases]
+        if any(c.role == 'install' for c in cases):
+            build_mirror(str(tmp_path / 'mirror'))
+        tasks = Setup.tasks(host) + [t for c in cases for t in c.tasks(host)]
         snapshots = str(host.tmp_path / 'host-snapshots.jsonl')
         env = {'ANSIBLE_CALLBACK_PLUGINS': os.pathsep.join([CALLBACKS, SNAPSHOT_CALLBACKS]),
                'ANSIBLE_CALLBACKS_ENABLED': 'results_file,host_snapshot',
                'CLOUDHV_SNAPSHOT_FILE': snapshots, 'CLOUDHV_SNAPSHOT_DIRS': host.jail}
         res = host.play(tasks, env=env, diff=False, timeout=600)
         with open(snapshots) as handle:
-            taken = dict((e['task'], e) for e in (json.loads(line) for line in handle))
-        return dict((r['task'], r) for r in res.results), taken, res
+            taken = [json.loads(line) for line in handle]
+        statuses = [(r['task'], r['status']) for r in res.results if r['task'].startswith('setup ')]
+        assert statuses == [('setup network', 'ok'), ('setup vm', 'ok'), (Setup.end, 'ok')], res
+        return res.results, taken, res
     finally:
         host.cleanup()
         remove_netns(netns)
@@ -254,28 +318,53 @@ def differences(before, after):
 
 def test_the_table_is_big_enough():
     assert len(CASES) >= 40 and len(set(c.id for c in CASES)) == len(CASES)
-    assert set(c.module for c in CASES) == set(MODULES.values())
+    assert set(c.module for c in CASES if not c.role) == set(MODULES.values())
+    assert set(c.role for c in CASES if c.role) == set(os.listdir(os.path.join(REPO, 'roles')))
 
 
-def judge(case, results, taken):
-    """What is wrong with one case's outcome (empty when it failed clearly and changed nothing)."""
-    entry = results.get(case.id)
-    if entry is None:
+def _messages(result):
+    """The task's message and those of its loop items."""
+    out = [result.get('msg') or '']
+    out.extend(item.get('msg') or '' for item in result.get('results') or [] if isinstance(item, dict))
+    return '\n'.join(m for m in out if m)
+
+
+def _index(entries, name, start=0):
+    for index in range(start, len(entries)):
+        if entries[index]['task'] == name:
+            return index
+    return None
+
+
+def judge(case, previous, results, taken):
+    """What is wrong with one case's outcome (empty when it failed clearly and changed nothing).
+    ``previous`` is what ran before it in the playbook (the previous case, or Setup)."""
+    prev_end = _index(results, previous.end)
+    end = _index(results, case.end, prev_end + 1) if prev_end is not None else None
+    if end is None:
         return ['no result']
-    msg = entry['result'].get('msg', '')
-    if entry['status'] != 'failed':
-        return ['did not fail: %s' % json.dumps(entry['result'])[:1000]]
+    mine = results[prev_end + 1:end + 1]
+    if case.role:
+        failed = [r for r in mine if r['status'] == 'failed']
+        if not failed or _index(mine, case.id + ' refused') is None:
+            return ['the role did not fail: %s' % [(r['task'], r['status']) for r in mine]]
+    else:
+        failed = [r for r in mine if r['task'] == case.id and r['status'] == 'failed']
+        if not failed:
+            return ['did not fail: %s' % json.dumps(mine[-1]['result'])[:1000]]
+    msg = '\n'.join(_messages(r['result']) for r in failed)
     problems = []
     if [u for u in UNCLEAR if u in msg]:
         problems.append('unclear message: %s' % msg[:1000])
     missing = [f for f in case.fragments if f not in msg]
     if missing:
         problems.append('message does not mention %s: %s' % (missing, msg[:1000]))
-    snap = taken.get(case.id)
-    if snap is None or snap['before'] is None:
+    snap_prev = _index(taken, previous.end)
+    snap_end = _index(taken, case.end, snap_prev + 1) if snap_prev is not None else None
+    if snap_end is None:
         problems.append('no host snapshot')
     else:
-        problems.extend(differences(snap['before'], snap['after']))
+        problems.extend(differences(taken[snap_prev]['after'], taken[snap_end]['after']))
     return problems
 
 
@@ -286,6 +375,8 @@ def test_bad_inputs(tmp_path, sim_binary, group):
     results, taken, run = run_group(tmp_path, sim_binary, group)
     assert results, run
     report = []
-    for case in [c for c in CASES if c.group == group]:
-        report.extend('%s (%s): %s' % (case.id, case.module, p) for p in judge(case, results, taken))
+    cases = [c for c in CASES if c.group == group]
+    for index, case in enumerate(cases):
+        previous = cases[index - 1] if index else Setup
+        report.extend('%s (%s): %s' % (case.id, case.module, p) for p in judge(case, previous, results, taken))
     assert not report, '\n'.join(report)

@@ -7,7 +7,7 @@ import threading
 import time
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout, VmLock
-from tests.reliability.relutil import taps
+from tests.reliability.relutil import taps, wait_for
 
 STATES = ['running', 'paused', 'stopped', 'running', 'absent', 'paused', 'running', 'stopped', 'running', 'paused']
 
@@ -87,11 +87,23 @@ def test_ten_runs_on_ten_vms(host_ns):
     assert len(recorded_taps) == 10 and taps(host.netns) == recorded_taps
     macs = set(info[n]['networks'][0]['mac'] for n in names)
     assert len(macs) == 10
-    gone = concurrently(host, [{'name': n, 'state': 'absent', 'purge': True} for n in names])
-    for args, res in gone:
-        assert res.rc == 0 and res.result['changed'] is True, (args['name'], res.result)
+    gone = host.play([{'name': 'gone', 'cloudhv.ch.ch_vm': {'name': '{{ item }}', 'state': 'absent', 'purge': True},
+                       'loop': names}])
+    assert gone.rc == 0 and all(r['changed'] for r in gone.task('gone')['results']), gone
     assert host.info() == [] and host.vmm_pids() == [] and taps(host.netns) == {}
     assert os.listdir(host.run_dir) == [] and os.listdir(host.path('vms')) == []
+
+
+def open_fds(path):
+    """How many file descriptors of this process refer to ``path``."""
+    count = 0
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            if os.readlink('/proc/self/fd/%s' % fd) == path:
+                count += 1
+        except OSError:
+            pass
+    return count
 
 
 def test_lock_survives_removal_of_its_file(tmp_path):
@@ -113,7 +125,8 @@ def test_lock_survives_removal_of_its_file(tmp_path):
             inside.release()
     early = threading.Thread(target=waiter, args=('early',))
     early.start()
-    time.sleep(0.2)                           # early now polls the lock file that is about to go
+    # wait until early has the lock file open (and polls it): the file that is about to go
+    wait_for(lambda: open_fds(layout.lock_path('web1')) >= 2, timeout=10, what='the waiter to open the lock')
     os.unlink(layout.lock_path('web1'))       # what state=absent does, holding the lock
     first.release()
     late = threading.Thread(target=waiter, args=('late',))

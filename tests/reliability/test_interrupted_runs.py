@@ -75,6 +75,16 @@ def live_state(host, name):
         return client.info()['state']
 
 
+def write_at(path, data):
+    with open(path, 'r+b') as handle:
+        handle.write(data)
+
+
+def read_at(path, size):
+    with open(path, 'rb') as handle:
+        return handle.read(size)
+
+
 def read_manifest(path):
     with open(os.path.join(path, 'manifest.json')) as handle:
         return json.load(handle)
@@ -136,9 +146,9 @@ def test_killed_during_live_resize(slow):
 @pytest.mark.parametrize('endpoint', ['vm.pause', 'vm.snapshot'])
 def test_killed_during_snapshot(slow, endpoint):
     """Killed while vm.snapshot (after vm.pause) or vm.resume (after vm.snapshot) is in flight:
-    no partial snapshot is visible; the next run resumes the VM if it was left paused and
-    drops the partial snapshot (ch_vm after the first kill, ch_snapshot itself after the second),
-    and ch_snapshot then converges."""
+    no partial snapshot is visible; the next run resumes the VM if it was left paused and drops
+    the partial snapshot (ch_vm after the first kill, ch_snapshot itself after the second), and
+    ch_snapshot then converges."""
     host = slow
     args = vm_args(host)
     assert host.vm(**args)['_rc'] == 0
@@ -146,21 +156,58 @@ def test_killed_during_snapshot(slow, endpoint):
     snap = {'vm': 'web1', 'name': 's1'}
     host.interrupt([{'name': 'snap', 'cloudhv.ch.ch_snapshot': snap}], endpoint)
     final = os.path.join(host.vm_dir('web1'), 'snapshots', 's1')
-    listed = host.info('web1')[0]['snapshots']
+    existed = os.path.exists(final)
     if endpoint == 'vm.pause':
         assert live_state(host, 'web1') == 'Paused'     # the kill did land while it was paused
-        assert not os.path.exists(final) and listed == []
-        res = host.vm(**args)
-        assert res['_rc'] == 0 and any('left paused' in c for c in res['changes']), res
-        assert host.temp_files() == []
-    elif os.path.exists(final):         # killed after the rename: complete
-        assert read_manifest(final)['name'] == 's1' and [s['name'] for s in listed] == ['s1']
-    else:
-        assert listed == []
-    info = converge(host, snap, module='cloudhv.ch.ch_snapshot')[1]
+        assert not existed
+    elif existed:                                        # killed after the rename: complete
+        assert read_manifest(final)['name'] == 's1'
+    tasks = [{'name': 'seen', 'cloudhv.ch.ch_vm_info': {}}]
+    if endpoint == 'vm.pause':
+        tasks.append({'name': 'repair', 'cloudhv.ch.ch_vm': args})
+    tasks += [{'name': 'first', 'cloudhv.ch.ch_snapshot': snap}, {'name': 'again', 'cloudhv.ch.ch_snapshot': snap},
+              {'name': 'info', 'cloudhv.ch.ch_vm_info': {}}]
+    res = host.play(tasks)
+    assert res.rc == 0, res
+    listed = [s['name'] for s in res.task('seen')['vms'][0]['snapshots']]
+    assert listed == (['s1'] if existed else [])
+    if endpoint == 'vm.pause':
+        assert any('left paused' in c for c in res.task('repair')['changes']), res.task('repair')
+    assert res.task('again')['changed'] is False
+    info = dict((vm['name'], vm) for vm in res.task('info')['vms'])
     assert read_manifest(final)['name'] == 's1'
     assert [s['name'] for s in info['web1']['snapshots']] == ['s1']
     assert host.pid('web1') == pid
+    assert_consistent(host, info, {'web1': 'running'})
+
+
+@pytest.mark.parametrize('endpoint', ['vm.shutdown', 'vmm.ping'])
+def test_killed_during_restore(slow, endpoint):
+    """Killed while the old VMM shuts down (disks not swapped yet), or while the new VMM restores
+    (disks swapped, the old ones kept aside): the disk file is never missing, and the next ch_vm
+    run leaves the VM running on either the snapshot's disk or the one it had, nothing between."""
+    host = slow
+    disk = os.path.join(str(host.tmp_path), 'data.raw')
+    with open(disk, 'wb') as handle:
+        handle.write(b'SNAPSHOT')
+        handle.truncate(16 << 20)
+    args = vm_args(host, disks=[{'path': disk}])
+    res = host.play([{'name': 'vm', 'cloudhv.ch.ch_vm': args},
+                     {'name': 'snap', 'cloudhv.ch.ch_snapshot': {'vm': 'web1', 'name': 's1'}}])
+    assert res.rc == 0, res
+    write_at(disk, b'LATER---')
+    restore = {'vm': 'web1', 'name': 's1', 'state': 'restored'}
+    host.interrupt([{'name': 'restore', 'cloudhv.ch.ch_snapshot': restore}], endpoint,
+                   method='GET' if endpoint == 'vmm.ping' else 'PUT')
+    assert os.path.exists(disk) and host.record('web1')
+    assert os.path.exists(snapmod.marker_path(host_layout(host), 'web1'))      # killed mid-restore
+    info = converge(host, args)[1]
+    content = read_at(disk, 8)
+    assert content in (b'SNAPSHOT', b'LATER---'), content
+    if endpoint == 'vmm.ping':          # the new VMM finished the restore: keep it
+        assert content == b'SNAPSHOT'
+    leftovers = [f for f in os.listdir(os.path.dirname(disk)) if f.endswith(('.restore', '.pre-restore'))]
+    assert leftovers == []
     assert_consistent(host, info, {'web1': 'running'})
 
 

@@ -109,11 +109,23 @@ def test_user_data_never_leaks(host_ns):
         {'name': 'clone', 'cloudhv.ch.ch_vm': {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1'}}},
         {'name': 'info', 'cloudhv.ch.ch_vm_info': {}},
         {'name': 'stop', 'cloudhv.ch.ch_vm': dict(as_text, state='stopped')},
+        {'name': 'role', 'ansible.builtin.include_role': {'name': 'cloudhv.ch.vms'},
+         'vars': {'cloudhv_binary': host.binary, 'cloudhv_state_dir': host.state_dir, 'cloudhv_run_dir': host.run_dir,
+                  'cloudhv_vms': [dict(base, name='web3', cloud_init={'user_data': {'passwd': SECRET + '-5'}}),
+                                  dict(base, name='web4', cloud_init={'user_data': '#cloud-config\npasswd: %s-6\n' % SECRET})]}},
+        # refused by AnsibleModule's own checks, and by the role's argument spec
+        {'name': 'wrong type', 'cloudhv.ch.ch_vm': dict(as_dict, name='web5', cpus='two'), 'ignore_errors': True},
+        {'name': 'role refused', 'block': [
+            {'name': 'role again', 'ansible.builtin.include_role': {'name': 'cloudhv.ch.vms'},
+             'vars': {'cloudhv_vms': [dict(base, name='web6', cpus='two', cloud_init={'user_data': {'passwd': SECRET + '-7'}})]}}],
+         'rescue': [{'name': 'refused', 'ansible.builtin.debug': {'msg': 'refused'}}]},
     ]
     res = host.play(tasks, env=env, args=('-vvv',))
     assert res.rc == 0, res
     statuses = dict((r['task'], r['status']) for r in res.results)
     assert statuses['broken'] == 'failed' and 'cloud_init.user_data' in res.task('broken')['msg']
+    assert statuses['wrong type'] == 'failed' and 'cpus' in res.task('wrong type')['msg']
+    assert 'refused' in statuses
     assert res.task('change')['changed'] and res.task('predict')['changed']
     assert res.task('predict')['diff']['before']['spec']['cloud_init']['digest'] != \
         res.task('predict')['diff']['after']['spec']['cloud_init']['digest']
@@ -132,11 +144,13 @@ def test_user_data_never_leaks(host_ns):
                 if os.path.isfile(path) and os.path.getsize(path) < (16 << 20):
                     with open(path, 'rb') as handle:
                         seen[path] = handle.read().decode('latin-1')
-    leaks = [where for where, text in seen.items() if SECRET in text]
-    assert leaks == []
+    leaks = dict((where, text[text.index(SECRET) - 300:text.index(SECRET) + 100])
+                 for where, text in seen.items() if SECRET in text)
+    assert leaks == {}, json.dumps(leaks, indent=1)
     assert images, 'no cloud-init image found'
-    with open(os.path.join(host.vm_dir('web1'), 'cidata.iso'), 'rb') as handle:
-        assert (SECRET + '-3').encode() in handle.read()     # it did reach the guest
+    for vm, suffix in (('web1', '-3'), ('web3', '-5'), ('web4', '-6')):    # it did reach the guests
+        with open(os.path.join(host.vm_dir(vm), 'cidata.iso'), 'rb') as handle:
+            assert (SECRET + suffix).encode() in handle.read(), vm
 
 
 ESCAPES = [
