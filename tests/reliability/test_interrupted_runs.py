@@ -1,8 +1,9 @@
-"""SIGKILL ansible-playbook (its whole process group) in the middle of ch_vm start, stop and live
-resize, ch_snapshot and a clone, with the simulator slowed down (CHSIM_DELAY: every PUT takes that
-long) so the kill lands inside the operation: the module is killed as soon as the simulator has
-logged a given request, while the next PUT is still in flight. The VMM runs in a session of its
-own and survives, as it would on a real host.
+"""SIGKILL ansible-playbook in the middle of ch_vm start, stop and live resize, ch_snapshot (take and
+restore) and a clone, with the simulator slowed down (CHSIM_DELAY: every PUT takes that long) so
+the kill lands inside the operation: the run is killed as soon as the simulator has logged a given
+request, while the next PUT is still in flight. "The run" is ansible-playbook's process group and
+everything it started (ansible-core's workers call setsid(), so the module is in another group),
+except the VMM, which runs in a session of its own and survives, as it would on a real host.
 
 After the kill, and before anything repairs it: every record parses and no half-written snapshot
 is visible. The next run converges, a run after it reports no change, no VM is left paused, and
@@ -18,6 +19,9 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
 from tests.reliability.relutil import pid_gone, taps, wait_for
 
 DELAY = '0.5'
+# where a test asserts that the kill landed while the VM was paused, the PUT in flight must
+# outlast a test process starved on a busy machine
+LONG_DELAY = '1.2'
 
 
 def vm_args(host, name='web1', **extra):
@@ -150,6 +154,8 @@ def test_killed_during_snapshot(slow, endpoint):
     the partial snapshot (ch_vm after the first kill, ch_snapshot itself after the second), and
     ch_snapshot then converges."""
     host = slow
+    if endpoint == 'vm.pause':
+        host.env['CHSIM_DELAY'] = LONG_DELAY
     args = vm_args(host)
     assert host.vm(**args)['_rc'] == 0
     pid = host.pid('web1')
@@ -223,6 +229,7 @@ def test_killed_during_clone(slow, source):
         clone = {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1'}}
         host.interrupt(vm_task(clone), 'vmm.ping', method='GET')
     else:
+        host.env['CHSIM_DELAY'] = LONG_DELAY
         assert host.vm(**vm_args(host))['_rc'] == 0
         clone = {'name': 'web2', 'clone_from': {'vm': 'web1'}}
         host.interrupt(vm_task(clone), 'vm.pause')

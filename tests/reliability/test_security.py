@@ -1,7 +1,8 @@
 """Security properties: sockets 0600 and state directories 0700 owned by the running user (also
 for what the VMM itself creates, with a VMM that, like CH, leaves modes to the umask it gets);
 cloud-init user data (the one no_log value) never in results, diffs, logs or -vvv output, nor in
-any file but the cloud-init image itself; names cannot escape state_dir/run_dir."""
+any file but the cloud-init image itself; names cannot escape state_dir/run_dir. (That the install
+role refuses unverified artifacts, changing nothing, is in test_bad_inputs.py's role cases.)"""
 import json
 import os
 import stat
