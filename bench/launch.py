@@ -5,6 +5,7 @@ Target (issue 2): our launch adds less than 20 % or 15 ms over the bare start, w
 Run: .venv/bin/python bench/launch.py [rounds]
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,9 +62,12 @@ def main():
     binary = simulator(directory)
     sock = os.path.join(directory, 'vm.sock')
     bare_t, ours_t = [], []
-    for _round in range(rounds):       # alternate, so drift on a shared machine hits both sides
-        bare_t.append(bare(binary, sock))
-        ours_t.append(ours(binary, sock, directory))
+    try:
+        for _round in range(rounds):       # alternate, so drift on a shared machine hits both sides
+            bare_t.append(bare(binary, sock))
+            ours_t.append(ours(binary, sock, directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     b, o = median_ms(bare_t), median_ms(ours_t)
     allowed = max(b * 0.20, 15.0)
     print('machine: %s' % machine())
