@@ -61,7 +61,23 @@ def test_molecule_scenario(scenario, netns, tmp_path):
         scenario, proc.returncode, log, text[-6000:])
     for step in ('converge', 'idempotence', 'verify', 'destroy'):
         assert '%s: Executed: Successful' % step in text, (step, text[-3000:])
-    # destroy removed what the scenario made: its directories and (multihost) the hosts' namespaces
+    # destroy removed what the scenario made: its directories, every process that ran from them
+    # (VMMs, sshds, the mirror server) and (multihost) the hosts' namespaces
     mol = os.path.join(REPO, 'build', 'mol')
     assert [d for d in os.listdir(mol) if d.endswith('-' + run)] == []
+    assert _processes_mentioning(os.path.join(mol, ''), '-%s/' % run) == [], 'left running'
     assert 'cloudhv-mh%s-' % run not in _ip('netns', 'list').stdout
+
+
+def _processes_mentioning(*texts):
+    """The processes whose command line contains every one of ``texts``."""
+    found = []
+    for pid in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                cmdline = handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+        except (IOError, OSError):
+            continue
+        if all(text in cmdline for text in texts):
+            found.append((int(pid), cmdline))
+    return found
