@@ -8,13 +8,13 @@ runs of the suite in one checkout do not meet. Molecule's output goes to a log f
 scenario shows its last lines.
 """
 import os
-import signal
 import subprocess
 import uuid
 
 import pytest
 
 from tests.support.ansible import BIN, COLLECTIONS, REPO
+from tests.support.netns import throwaway_netns
 
 SCENARIOS = ['default', 'multihost']
 
@@ -25,18 +25,8 @@ def _ip(*args):
 
 @pytest.fixture
 def netns():
-    name = 'chvmol-%s' % uuid.uuid4().hex[:8]
-    subprocess.run(['ip', 'netns', 'add', name], check=True)
-    try:
-        subprocess.run(['ip', '-n', name, 'link', 'set', 'lo', 'up'], check=True)
+    with throwaway_netns('chvmol') as name:
         yield name
-    finally:
-        for pid in _ip('netns', 'pids', name).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        _ip('netns', 'del', name)
 
 
 @pytest.mark.parametrize('scenario', SCENARIOS)

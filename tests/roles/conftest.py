@@ -7,16 +7,14 @@ Roles run through include_role in a play on localhost (so their meta/argument_sp
 checked first, as in a real play), with the variables as extra vars.
 """
 import hashlib
-import os
 import shutil
-import signal
-import subprocess
-import uuid
+import tempfile
 
 import pytest
 
 from tests.simulator.mirror import build_mirror
 from tests.support.ansible import run_playbook
+from tests.support.netns import throwaway_netns
 
 
 def run_role(tmp_path, role, role_vars, check=False, netns=None, inventory=None, hosts='localhost', **kw):
@@ -51,26 +49,13 @@ def mirror(tmp_path_factory):
 @pytest.fixture
 def netns():
     """A throwaway network namespace (lo up); every process left in it is killed at the end."""
-    name = 'chvrole-%s' % uuid.uuid4().hex[:8]
-    subprocess.run(['ip', 'netns', 'add', name], check=True)
-    try:
-        subprocess.run(['ip', '-n', name, 'link', 'set', 'lo', 'up'], check=True)
+    with throwaway_netns('chvrole') as name:
         yield name
-    finally:
-        pids = subprocess.run(['ip', 'netns', 'pids', name], capture_output=True, text=True,
-                              check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        subprocess.run(['ip', 'netns', 'del', name], check=False)
 
 
 @pytest.fixture
 def short_dir():
     """A directory with a short path, for run_dir (unix socket paths must stay under 108 bytes)."""
-    import tempfile
     path = tempfile.mkdtemp(prefix='chv-role-')
     yield path
     shutil.rmtree(path, ignore_errors=True)

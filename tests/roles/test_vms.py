@@ -2,6 +2,7 @@
 in check mode on a fresh host. Each test runs its plays inside a throwaway network namespace with
 the CH simulator (the stand-in mirror's launcher) as the binary."""
 import os
+import subprocess
 
 import yaml
 
@@ -79,14 +80,21 @@ def test_vms_converge_restart_prune_and_snapshot(tmp_path, mirror, netns, short_
     vms = vms[:2]
     res = run()
     assert res.rc == 0 and changed(res) == [], 'an undeclared VM is left alone by default'
-    res = run({'cloudhv_prune_vms': True})
+    extra = {'name': 'chvextra0', 'addresses': ['10.80.0.1/24']}
+    res = run({'cloudhv_prune_vms': True, 'cloudhv_networks': NETWORKS + [extra]})
     assert res.rc == 0, res.stdout[-3000:]
     assert [r['item'] for r in results(res, 'Stop and remove the VMs this host does not declare')['results']] == ['c1']
+    assert subprocess.run(['ip', '-n', netns, 'link', 'show', 'chvextra0'], check=False).returncode == 0
     assert not os.path.exists(str(tmp_path / 'state' / 'vms' / 'c1' / 'vm.json'))
     assert os.path.exists(str(tmp_path / 'state' / 'vms' / 'c1' / 'data.raw')), 'not purged'
     vms = vms[:1]
-    res = run({'cloudhv_prune_vms': True, 'cloudhv_prune_purge': True})
+    res = run({'cloudhv_prune_vms': True, 'cloudhv_prune_purge': True,
+               'cloudhv_networks': NETWORKS + [dict(extra, state='absent')]})
     assert res.rc == 0, res.stdout[-3000:]
+    assert [r['item']['name'] for r in results(res, 'Remove the networks declared absent')['results']
+            if r['changed']] == ['chvextra0']
+    assert subprocess.run(['ip', '-n', netns, 'link', 'show', 'chvextra0'], capture_output=True,
+                          check=False).returncode != 0
     assert not os.path.exists(str(tmp_path / 'state' / 'vms' / 'b1')), 'purged'
     assert os.path.exists(str(tmp_path / 'state' / 'vms' / 'a1' / 'vm.json'))
 
