@@ -16,6 +16,7 @@ from common import COLLECTIONS, REPO, setup_paths
 BIN = os.path.dirname(os.path.abspath(sys.executable))     # the venv that runs the benchmark
 BUILD = os.path.join(REPO, 'build')
 BENCH_COLLECTIONS = os.path.join(BUILD, 'bench-collections')
+TARGET_VENV = os.path.join(BUILD, 'target-venv')
 CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
 
 
@@ -42,9 +43,15 @@ def apt_install(packages):
 
 
 def target_python():
-    """The module interpreter of bench/noop.py: a venv with requirements.txt only."""
-    from noop import target_python as _target_python
-    return _target_python()
+    """The module interpreter of the benchmarks. A managed host has the collection's runtime
+    requirements, not our dev tools (rich, click, ... which httpx would import for its CLI):
+    modules run in a venv with requirements.txt only."""
+    python = os.path.join(TARGET_VENV, 'bin', 'python')
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, '-m', 'venv', TARGET_VENV], check=True)
+        subprocess.run([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r',
+                        os.path.join(REPO, 'requirements.txt')], check=True)
+    return python
 
 
 def ansible_env(interpreter, **extra):

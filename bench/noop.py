@@ -11,40 +11,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-from common import COLLECTIONS, REPO, machine, median_ms, simulator
+from common import REPO, machine, median_ms, simulator
+from harness import ansible_env, target_python, timed
 
 BIN = os.path.dirname(sys.executable)
-TARGET_VENV = os.path.join(REPO, 'build', 'target-venv')
-
-
-def target_python():
-    """A managed host has the collection's runtime requirements, not our dev tools (rich, click,
-    ... which httpx would import for its CLI): modules run in a venv with requirements.txt only."""
-    python = os.path.join(TARGET_VENV, 'bin', 'python')
-    if not os.path.exists(python):
-        subprocess.run([sys.executable, '-m', 'venv', TARGET_VENV], check=True)
-        subprocess.run([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r',
-                        os.path.join(REPO, 'requirements.txt')], check=True)
-    return python
-
-
-def env_for(req_log):
-    env = dict(os.environ)
-    env.update({'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS, 'ANSIBLE_PYTHON_INTERPRETER': target_python(),
-                'ANSIBLE_LOCALHOST_WARNING': '0', 'ANSIBLE_INVENTORY_UNPARSED_WARNING': '0',
-                'CHSIM_REQUEST_LOG': req_log})
-    return env
-
-
-def timed(cmd, env):
-    start = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit('command failed: %s\n%s\n%s' % (' '.join(cmd), proc.stdout[-2000:], proc.stderr[-2000:]))
-    return elapsed, proc.stdout
 
 
 def main():
@@ -55,7 +26,7 @@ def main():
     with open(kernel, 'w') as handle:
         handle.write('stand-in kernel')
     req_log = os.path.join(work, 'requests.jsonl')
-    env = env_for(req_log)
+    env = ansible_env(target_python(), CHSIM_REQUEST_LOG=req_log)
     state, run = os.path.join(work, 's'), os.path.join(work, 'r')
     args = 'name=bench1 kernel=%s binary=%s state_dir=%s run_dir=%s' % (kernel, binary, state, run)
     base = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local']
