@@ -89,7 +89,8 @@ class VmManager(object):
         self.vm_dir = self.layout.vm_dir(self.name)
         self.vmm = Vmm(params['binary'], self.layout.socket_path(self.name),
                        self.layout.pid_path(self.name), self.layout.log_path(self.name),
-                       api_timeout=params.get('api_timeout') or 30.0)
+                       api_timeout=params.get('api_timeout') or 30.0,
+                       launcher=params.get('launcher') or 'auto')
         self._netlink = None
         self.created_files = []
         self.clone = None         # snapshot.Clone when this run creates the VM from clone_from
@@ -97,6 +98,8 @@ class VmManager(object):
     # -- observation ------------------------------------------------------------------------
     def observe(self):
         record = self.layout.read_record(self.name)
+        if not self.params.get('launcher') and record and record.get('launcher'):
+            self.vmm.launcher = record['launcher']   # ch_snapshot: restart the VMM the recorded way
         pid = self.vmm.pid()
         info = None
         if pid is not None:
@@ -390,6 +393,11 @@ class VmManager(object):
         self.plan_files(spec, cloud, record, plan)
         # 2. the record
         new_record = dict(record, spec=spec, config=config, binary=self.params['binary'])
+        # the launcher is kept only when it is not the default, so records of earlier releases
+        # do not change; ch_snapshot (no launcher option) restarts the VMM the same way
+        new_record.pop('launcher', None)
+        if self.vmm.launcher not in ('auto', 'direct'):
+            new_record['launcher'] = self.vmm.launcher
         # 3. the run state
         if obs.state == 'crashed':
             plan.add('clean up after the crashed VMM', self.vmm.cleanup)

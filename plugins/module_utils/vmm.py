@@ -145,8 +145,9 @@ def _unlink(path):
 class Vmm(object):
     """One CH process, identified by its API socket and pid file."""
 
-    def __init__(self, binary, socket_path, pid_file, log_file, api_timeout=30.0):
+    def __init__(self, binary, socket_path, pid_file, log_file, api_timeout=30.0, launcher='auto'):
         self.binary = binary
+        self.launcher = launcher or 'auto'
         self.socket_path = socket_path
         self.pid_file = pid_file
         self.log_file = log_file
