@@ -9,6 +9,11 @@
   under umask 0177, so its sockets, logs and snapshot files are 0600, and the API socket is
   chmod 0600 once it answers (whatever the binary does about modes); we wait
   (5 ms poll) until ``vmm.ping`` answers and fail fast with the log's tail if the process exits.
+* ``launcher='systemd'`` runs the same command line as a transient unit
+  (``cloudhv-vmm-<socket name>.service``) with ``systemd-run``: its own cgroup, so it outlives
+  whatever ran the module (ansible-pull from a timer whose cgroup is killed at exit); the unit
+  appends to the same log and has the same umask, the pid file holds its MainPID, and the wait for
+  ``vmm.ping`` is the same. ``auto`` and ``direct`` launch directly.
 * liveness survives PID reuse: the pid file only counts when /proc/<pid>/cmdline names both the
   binary and the socket.
 * stop ladder, always ending with socket and pid file removed: ACPI power button -> wait up to
@@ -22,6 +27,7 @@ __metaclass__ = type
 
 import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -207,18 +213,38 @@ class Vmm(object):
                            "remove it" % self.socket_path)
         return _unlink(self.socket_path)
 
+    def uses_systemd(self):
+        return self.launcher == 'systemd'
+
+    def unit_name(self):
+        return unit_name(self.socket_path)
+
     def launch(self, args=(), env=None, start_timeout=10.0):
         """Start the VMM and return its pid once ``vmm.ping`` answers."""
         if not os.path.isfile(self.binary) or not os.access(self.binary, os.X_OK):
             raise VmmError("binary: %s is missing or not executable" % self.binary, option='binary')
+        systemd_run = _systemd_run() if self.uses_systemd() else None
         self.clear_stale_socket()
         argv = [self.binary, '--api-socket', 'path=%s' % self.socket_path] + list(args)
-        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if systemd_run:
+            return self._launch_systemd(systemd_run, argv, env, start_timeout)
+        return self._launch_direct(argv, env, start_timeout)
+
+    def _log_launch(self, argv, log_fd):
+        """Mark the launch in the log; return the offset the VMM's own output starts at."""
+        os.lseek(log_fd, 0, os.SEEK_END)
+        os.write(log_fd, ('--- cloudhv.ch: launching %s at %s ---\n'
+                          % (' '.join(argv), time.strftime('%Y-%m-%dT%H:%M:%S'))).encode())
+        return os.lseek(log_fd, 0, os.SEEK_END)
+
+    def _open_log(self):
+        return os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def _launch_direct(self, argv, env, start_timeout):
+        """A detached child: new session, stdin /dev/null, stdout and stderr to the log."""
+        log_fd = self._open_log()
         try:
-            offset = os.lseek(log_fd, 0, os.SEEK_END)
-            os.write(log_fd, ('--- cloudhv.ch: launching %s at %s ---\n'
-                              % (' '.join(argv), time.strftime('%Y-%m-%dT%H:%M:%S'))).encode())
-            offset = os.lseek(log_fd, 0, os.SEEK_END)
+            offset = self._log_launch(argv, log_fd)
             # CH leaves the modes of what it creates to its umask: API, console and vsock
             # sockets, serial log files, snapshot files (guest memory). Owner only, always.
             old_umask = os.umask(VMM_UMASK)
@@ -232,15 +258,79 @@ class Vmm(object):
                 os.umask(old_umask)
         finally:
             os.close(log_fd)
-        pid = self._proc.pid
+        proc = self._proc
+        _write_pid(self.pid_file, proc.pid)
+
+        def exit_status():
+            code = proc.poll()
+            return None if code is None else 'with status %s' % code
+        return self._wait_ready(proc.pid, offset, start_timeout, exit_status)
+
+    def _launch_systemd(self, systemd_run, argv, env, start_timeout):
+        """A transient unit (its own cgroup, outside whatever ran the module) via systemd-run."""
+        unit = self.unit_name()
+        self._proc = None
+        self._systemctl('reset-failed', unit)       # a failed unit of that name blocks systemd-run
+        log_fd = self._open_log()
+        try:
+            offset = self._log_launch(argv, log_fd)
+        finally:
+            os.close(log_fd)
+        cmd = [systemd_run, '--unit=%s' % unit, '--collect', '--quiet', '--no-ask-password',
+               '--service-type=exec', '--working-directory=/',
+               '--property=UMask=%04o' % VMM_UMASK, '--property=KillMode=mixed',
+               '--property=StandardOutput=append:%s' % self.log_file,
+               '--property=StandardError=append:%s' % self.log_file]
+        cmd += ['--setenv=%s=%s' % item for item in sorted((env or {}).items())]
+        code, _out, err = _run(cmd + ['--'] + argv)
+        if code != 0:
+            raise VmmError("launcher: systemd-run could not start %s as unit %s: %s\n(hint: launcher=systemd "
+                           "needs systemd as PID 1 and the right to start system units; use launcher=direct "
+                           "elsewhere)" % (self.binary, unit, err.strip() or 'exit status %s' % code),
+                           option='launcher', log_file=self.log_file)
+        pid = self._main_pid(unit)
+        if pid is None:
+            self._systemctl('reset-failed', unit)
+            raise VmmError("%s (unit %s) exited before its API answered; last lines of %s:\n%s"
+                           % (self.binary, unit, self.log_file, log_tail(self.log_file, offset)),
+                           log_file=self.log_file)
         _write_pid(self.pid_file, pid)
+
+        def exit_status():
+            return '(unit %s)' % unit if self._exited(pid) else None
+        return self._wait_ready(pid, offset, start_timeout, exit_status)
+
+    def _main_pid(self, unit, timeout=1.0):
+        """The unit's MainPID, polled briefly; None when it stays 0 (the process is gone)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self._systemctl('show', '--property=MainPID', '--value', unit) or ''
+            if out.isdigit() and int(out) > 0:
+                return int(out)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(STOP_POLL)
+
+    def _systemctl(self, *args):
+        """systemctl's stdout (stripped), or None when it is missing or fails; never raises."""
+        systemctl = shutil.which('systemctl')
+        if systemctl is None:
+            return None
+        code, out, _err = _run([systemctl, '--no-ask-password'] + list(args))
+        return out.strip() if code == 0 else None
+
+    def _wait_ready(self, pid, offset, start_timeout, exit_status):
+        """Wait until the API socket accepts and ``vmm.ping`` answers; chmod it 0600.
+
+        ``exit_status()`` is None while the VMM runs, else how it exited (for the message)."""
         deadline = time.monotonic() + start_timeout
         while True:
-            code = self._proc.poll()
-            if code is not None:
+            how = exit_status()
+            if how is not None:
                 _unlink(self.pid_file)
-                raise VmmError("%s exited with status %s before its API answered; last lines of %s:\n%s"
-                               % (self.binary, code, self.log_file, log_tail(self.log_file, offset)),
+                self._forget_unit()
+                raise VmmError("%s exited %s before its API answered; last lines of %s:\n%s"
+                               % (self.binary, how, self.log_file, log_tail(self.log_file, offset)),
                                log_file=self.log_file)
             if socket_accepts(self.socket_path):
                 try:
@@ -252,11 +342,19 @@ class Vmm(object):
             if time.monotonic() >= deadline:
                 self._signal(pid, signal.SIGKILL)
                 self._wait_exit(pid, 5)
+                if self.uses_systemd():
+                    self._systemctl('stop', self.unit_name())
+                self._forget_unit()
                 self.cleanup()
                 raise VmmError("%s did not answer on %s within %ss; last lines of %s:\n%s"
                                % (self.binary, self.socket_path, start_timeout, self.log_file,
                                   log_tail(self.log_file, offset)), log_file=self.log_file)
             time.sleep(POLL)
+
+    def _forget_unit(self):
+        """systemd: drop a unit left in failed state (with --collect this is a safety net)."""
+        if self.uses_systemd():
+            self._systemctl('reset-failed', self.unit_name())
 
     # -- stop -------------------------------------------------------------------------------
     def _signal(self, pid, sig):
@@ -275,7 +373,16 @@ class Vmm(object):
             return False, None
 
     def stop(self, timeout=30.0, force=False, term_timeout=5.0, kill_timeout=5.0):
-        """Run the stop ladder; return the steps taken (empty when nothing was running)."""
+        """Run the stop ladder; return the steps taken (empty when nothing was running).
+
+        Signals go to the pid, which is also a systemd unit's main process; a unit is then
+        reset so that nothing of it is left."""
+        try:
+            return self._stop_ladder(timeout, force, term_timeout, kill_timeout)
+        finally:
+            self._forget_unit()
+
+    def _stop_ladder(self, timeout, force, term_timeout, kill_timeout):
         steps = []
         pid = self.pid()
         if pid is None:
@@ -317,6 +424,35 @@ class Vmm(object):
         removed = _unlink(self.socket_path)
         removed = _unlink(self.pid_file) or removed
         return removed
+
+
+def unit_name(socket_path):
+    """``cloudhv-vmm-<socket name without .sock>.service``; a character a unit name cannot hold
+    becomes ``\\xNN`` (VM names never have one)."""
+    base = os.path.basename(socket_path)
+    if base.endswith('.sock'):
+        base = base[:-len('.sock')]
+    escaped = ''.join(c if c.isascii() and (c.isalnum() or c in ':_.-') else '\\x%02x' % ord(c)
+                      for c in base)
+    return 'cloudhv-vmm-%s.service' % escaped
+
+
+def _systemd_run():
+    path = shutil.which('systemd-run')
+    if path is None:
+        raise VmmError("launcher: systemd needs systemd-run, which is not on PATH (%s); install systemd "
+                       "or use launcher=direct" % os.environ.get('PATH', ''), option='launcher')
+    return path
+
+
+def _run(cmd, timeout=60):
+    """(status, stdout, stderr) of a helper command (systemd-run, systemctl); never raises."""
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return -1, '', str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _write_pid(path, pid):
