@@ -303,7 +303,12 @@ class VmManager(object):
         obs = self.observe()
         plan = Plan()
         if not self.check_mode and snapmod.read_marker(self.layout, self.name):
-            plan.changes.extend(snapmod.repair(self.layout, self.name, self.vmm)[0])
+            if snapmod.undo_partial_clone(self.layout, self.name):
+                plan.changes.append('remove what an interrupted clone left in %s' % self.vm_dir)
+            elif snapmod.read_marker(self.layout, self.name).get('op') == 'clone':
+                snapmod.clear_marker(self.layout, self.name)   # removed before it was finished
+            else:
+                plan.changes.extend(snapmod.repair(self.layout, self.name, self.vmm)[0])
             obs = self.observe()
         before = {'state': obs.state, 'spec': self.public_spec((obs.record or {}).get('spec'))}
         purge = self.params.get('purge')
@@ -468,7 +473,16 @@ class VmManager(object):
         standby. Done at once outside check mode (the plan then starts from what is really there);
         in check mode the plan gets the changes and a prediction of the VM they would leave."""
         marker = snapmod.read_marker(self.layout, self.name) if obs.record else None
-        if marker:
+        if marker and marker.get('op') == 'clone':
+            changes, live = snapmod.finish_clone(self, marker, obs.record.get('run_state') or 'running',
+                                                 check_mode=self.check_mode)
+            plan.changes.extend(changes)
+            if not self.check_mode:
+                obs = self.observe()
+            else:
+                obs = Observed(obs.record, obs.pid, dict(obs.info or {}, config=obs.record.get('config'),
+                                                         state=live.capitalize()), live)
+        elif marker:
             changes, resumed = snapmod.repair(self.layout, self.name, self.vmm, check_mode=self.check_mode)
             plan.changes.extend(changes)
             if not self.check_mode:

@@ -15,6 +15,10 @@ Crash safety: before pausing a VM, or stopping it for a restore, a marker
 ``<vm_dir>/.snapshot-in-progress.json`` is written; it is removed when the operation is over.
 A run that finds a marker (ch_vm or ch_snapshot, holding the VM's lock) repairs: it resumes a
 VM left paused, removes the partial directory, and puts back disks a killed restore had swapped.
+A clone writes the same marker (op ``clone``) into its new directory before it creates anything
+and removes it once ``vm.restore`` has answered: a clone killed before its record was written is
+removed and made again by the next ch_vm run (its files are half-made copies, never user data);
+one killed after is finished (the restore is redone from ``clone-source``), never cold-booted.
 
 No Ansible imports here. Callers hold the VM's lock (store.VmLock) around everything that writes.
 """
@@ -270,6 +274,8 @@ def repair(layout, vm, vmm, check_mode=False):
     changes = []
     resumed = False
     op = marker.get('op')
+    if op == 'clone':
+        return [], False      # ch_vm finishes or removes an interrupted clone (finish_clone)
     state = _live_state(vmm)
     tmp = marker.get('tmp')
     if op == 'restore':
@@ -549,6 +555,12 @@ class Clone(object):
         if mode not in MEMORY_RESTORE_MODES:
             raise OptionError('clone_from.memory_restore_mode', "must be copy or ondemand")
         self.memory_restore_mode = mode
+        self.prefault = bool(opts.get('prefault'))
+        if self.prefault and mode == 'ondemand':
+            raise OptionError('clone_from.prefault', "cannot be combined with clone_from.memory_restore_mode="
+                              "ondemand (CH maps the memory lazily then; prefault needs copy)")
+        # what a clone killed before it wrote its record left behind (removed by run())
+        self.leftover = partial_clone(mgr.layout, mgr.name)
         if self.path and (self.source or self.snapshot):
             raise OptionError('clone_from', "give either path, or vm (with or without snapshot)")
         if not self.path and not self.source:
@@ -626,7 +638,7 @@ class Clone(object):
             used.add(fname)
             disk['path'] = os.path.join(mgr.vm_dir, fname)
             disk['size'] = None
-            if os.path.lexists(disk['path']):
+            if os.path.lexists(disk['path']) and disk['path'] not in self._leftover_files():
                 raise OptionError('clone_from', "the clone's disk %s already exists (left by an earlier VM "
                                   "named %s? remove it, e.g. with state=absent purge=true)" % (disk['path'], mgr.name))
             files.append(disk['path'])
@@ -638,12 +650,19 @@ class Clone(object):
             net['tap'] = specmod.tap_name(mgr.host, mgr.name, index)
         if spec.get('vsock'):
             spec['vsock'] = {'cid': self._free_cid(), 'socket': os.path.join(mgr.vm_dir, 'vsock.sock')}
+        if (spec.get('platform') or {}).get('uuid'):
+            # SMBIOS identity: the clone is another machine (the guest sees it from its next boot:
+            # the tables of the running guest are in the restored memory)
+            spec['platform'] = dict(spec['platform'], uuid=specmod.machine_uuid(mgr.host, mgr.name))
         if spec.get('cloud_init'):
             suffix = hashlib.sha256(('%s\0%s\0%s' % (self.source, mgr.name, time.time())).encode()).hexdigest()[:8]
             spec['cloud_init'] = dict(spec['cloud_init'], instance_id='iid-%s-%s' % (mgr.name, suffix),
                                       hostname=_hostname(mgr.name), digest=None)
             files.append(mgr.cidata_path())
         return spec, files
+
+    def _leftover_files(self):
+        return set((self.leftover or {}).get('files') or [])
 
     def _free_cid(self):
         used = set()
@@ -675,6 +694,8 @@ class Clone(object):
                         config[key][field] = built[key][field]
         if config.get('vsock') and built.get('vsock'):
             config['vsock'].update(cid=built['vsock']['cid'], socket=built['vsock']['socket'])
+        if isinstance(config.get('platform'), dict) and (built.get('platform') or {}).get('uuid'):
+            config['platform']['uuid'] = built['platform']['uuid']
         src_dir = self.layout.vm_dir(self.source) + '/'
         text = json.dumps(config)
         if src_dir in text:      # anything else that lived in the source's directory
@@ -687,7 +708,8 @@ class Clone(object):
             what = "fork %s: pause it for a snapshot with copies of its disks, resume it" % self.source
         else:
             what = "clone from snapshot %s of %s (%s)" % (self.manifest.get('name'), self.source, self.src_path)
-        return ['%s; new MACs, taps and disk copies for %s' % (what, self.mgr.name)]
+        first = ['remove what an interrupted clone left in %s' % self.mgr.vm_dir] if self.leftover else []
+        return first + ['%s; new MACs, taps and disk copies for %s' % (what, self.mgr.name)]
 
     def predicted(self, paused):
         """The clone as check mode predicts it: a live VM running the rewritten config."""
@@ -697,11 +719,15 @@ class Clone(object):
     def run(self, paused=False):
         """Create the clone (the caller holds the clone's lock; its directory may not exist)."""
         mgr = self.mgr
-        new_dir = not os.path.isdir(mgr.vm_dir)
+        undo_partial_clone(self.layout, mgr.name)
+        new_dir = not os.path.isdir(mgr.vm_dir) or not (set(os.listdir(mgr.vm_dir)) - {'.lock'})
         mgr.layout.ensure_dirs(mgr.name)
         work = os.path.join(mgr.vm_dir, CLONE_SOURCE)
         _rmtree(work)
         started = False
+        write_marker(self.layout, mgr.name, {'op': 'clone', 'files': list(self.files), 'work': work,
+                                             'memory_restore_mode': self.memory_restore_mode,
+                                             'prefault': self.prefault})
         try:
             with VmLock(self.layout, self.source, timeout=mgr.lock_timeout):
                 if self.fork:
@@ -721,9 +747,8 @@ class Clone(object):
             mgr.layout.write_record(mgr.name, record)
             mgr._ensure_taps(self.spec)
             started = True
-            mgr.vmm.launch(start_timeout=max(10.0, float(mgr.params.get('api_timeout') or 30)))
-            mgr.vmm.client().restore(work, memory_restore_mode=MEMORY_RESTORE_MODES[self.memory_restore_mode],
-                                     resume=not paused)
+            _restore_clone(mgr, work, self.memory_restore_mode, self.prefault, paused)
+            clear_marker(self.layout, mgr.name)
         except BaseException:
             if started:
                 try:
@@ -734,6 +759,7 @@ class Clone(object):
             for path in self.files:
                 _unlink(path)
             _rmtree(work)
+            clear_marker(self.layout, mgr.name)
             if new_dir:
                 _rmtree(mgr.vm_dir)
             raise
@@ -787,6 +813,57 @@ class Clone(object):
         cloudinit.build_iso(self.mgr.cidata_path(), files)
         self.spec['cloud_init']['digest'] = cloudinit.digest_files(files)
         self.record['config'] = self.mgr.build_config(self.spec)
+
+
+def _restore_clone(mgr, work, memory_restore_mode, prefault, paused):
+    mgr.vmm.launch(start_timeout=max(10.0, float(mgr.params.get('api_timeout') or 30)))
+    mgr.vmm.client().restore(work, memory_restore_mode=MEMORY_RESTORE_MODES[memory_restore_mode],
+                             prefault=prefault, resume=not paused)
+
+
+def partial_clone(layout, vm):
+    """The marker of a clone killed before it wrote its record, or None."""
+    marker = read_marker(layout, vm)
+    if marker and marker.get('op') == 'clone' and layout.read_record(vm) is None:
+        return marker
+    return None
+
+
+def undo_partial_clone(layout, vm):
+    """Remove what a clone killed before its record left: half-made disk copies, cloud-init
+    image and clone-source (all created by that clone; the VM never existed). True if any."""
+    marker = partial_clone(layout, vm)
+    if marker is None:
+        return False
+    vm_dir = layout.vm_dir(vm)
+    for path in marker.get('files') or []:
+        if os.path.dirname(path) == vm_dir:
+            _unlink(path)
+    _rmtree(os.path.join(vm_dir, CLONE_SOURCE))
+    clear_marker(layout, vm)
+    return True
+
+
+def finish_clone(mgr, marker, run_state, check_mode=False):
+    """Finish a clone killed after it wrote its record: its disks, cloud-init image and
+    clone-source are complete; redo the restore unless it got through. Caller holds the lock."""
+    state = _live_state(mgr.vmm)
+    work = marker.get('work') or os.path.join(mgr.vm_dir, CLONE_SOURCE)
+    if state in ('Running', 'Paused'):
+        changes = ['finish an interrupted clone (its restore had completed)']
+    else:
+        changes = ['finish an interrupted clone: restore %s in a new VMM' % work]
+        if not check_mode:
+            if mgr.vmm.pid() is not None:
+                mgr.vmm.stop(timeout=0, force=True)
+            mgr.vmm.cleanup()
+            spec = (mgr.layout.read_record(mgr.name) or {}).get('spec') or {}
+            mgr._ensure_taps(spec)
+            _restore_clone(mgr, work, marker.get('memory_restore_mode') or 'copy', marker.get('prefault'),
+                           paused=run_state != 'running')
+    if not check_mode:
+        clear_marker(mgr.layout, mgr.name)
+    return changes, run_state if state is None else state.lower()
 
 
 def _hostname(name):

@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import socket
+import uuid
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
 from ansible_collections.cloudhv.ch.plugins.module_utils.images import CH_IMAGE_TYPES as IMAGE_TYPES
@@ -92,6 +93,11 @@ def mac_address(host, vm, index):
     raw = bytearray(bytes.fromhex(_digest('mac', host, vm, index)[:12]))
     raw[0] = (raw[0] & 0xfc) | 0x02
     return ':'.join('%02x' % b for b in raw)
+
+
+def machine_uuid(host, vm):
+    """A name-based (version 5) UUID for the VM's SMBIOS identity, stable for host and name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, 'cloudhv.ch:%s/%s' % (host, vm)))
 
 
 def _check_int(value, option, minimum=None, maximum=None):

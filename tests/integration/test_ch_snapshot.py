@@ -165,14 +165,17 @@ def test_restore_brings_back_disks_in_a_new_vmm(logged):
     assert res['changed'] and vm_state(hv) == 'paused'
 
 
-def test_clone_gets_a_new_identity(hv_ns):
+def test_clone_gets_a_new_identity(hv_ns, tmp_path):
     hv = hv_ns
+    hv.request_log = str(tmp_path / 'requests.jsonl')
+    hv.env = dict(getattr(hv, 'env', None) or {}, CHSIM_REQUEST_LOG=hv.request_log)
     nets = [{'bridge': 'br0'}]
     ci = {'user_data': {'packages': ['nginx']}}
-    src = hv.vm(**vm_args(hv, networks=nets, cloud_init=ci))
+    uuid = '3d1c8a4e-6f2b-4c1e-9a57-2f0b9d8e7c61'
+    src = hv.vm(**vm_args(hv, networks=nets, cloud_init=ci, platform={'uuid': uuid}))
     assert src['changed'], src
     assert snap(hv)['changed']
-    clone_args = {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1'}}
+    clone_args = {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1', 'prefault': True}}
     files = hv.files()
     pred = hv.vm(check=True, **clone_args)
     assert pred['_rc'] == 0 and pred['changed'] and pred['vm']['state'] == 'running', pred
@@ -208,6 +211,12 @@ def test_clone_gets_a_new_identity(hv_ns):
     assert cidata_meta(os.path.join(hv.state_dir, 'vms', 'web1', 'cidata.iso'))['instance-id'] == 'iid-web1'
     assert [d['path'] for d in live['disks'] if d['id'] == 'cidata'] == \
         [os.path.join(hv.state_dir, 'vms', 'web2', 'cidata.iso')]
+    # a new SMBIOS UUID (recorded and in the restored config), prefault passed to vm.restore
+    assert live['platform']['uuid'] == res['vm']['config']['platform']['uuid'] not in (uuid, None)
+    assert infos['web1']['live_config']['platform']['uuid'] == uuid
+    with open(hv.request_log) as handle:
+        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    assert bodies[-1]['prefault'] is True and bodies[-1]['memory_restore_mode'] == 'Copy', bodies
     # the source is untouched and still running
     assert infos['web1']['state'] == 'running'
     # options the task sets are applied to the clone like any change
@@ -363,6 +372,9 @@ def test_killed_mid_snapshot_is_repaired_by_the_next_run(hv):
     ('cloudhv.ch.ch_snapshot', {'state': 'restored', 'name': 'nosuch'}, 'name', 'no snapshot named nosuch'),
     ('cloudhv.ch.ch_snapshot', {'vm': 'nosuchvm'}, 'vm', 'no VM named nosuchvm'),
     ('cloudhv.ch.ch_vm', {'name': 'web2', 'clone_from': {'vm': 'ghost'}}, 'clone_from.vm', 'no VM named ghost'),
+    ('cloudhv.ch.ch_vm', {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1', 'prefault': True,
+                                                         'memory_restore_mode': 'ondemand'}},
+     'clone_from.prefault', 'ondemand'),
     ('cloudhv.ch.ch_vm', {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 'nosuch'}},
      'clone_from.snapshot', 'no snapshot'),
 ])

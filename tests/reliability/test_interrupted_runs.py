@@ -16,7 +16,7 @@ import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
-from tests.reliability.relutil import pid_gone, taps, wait_for
+from tests.reliability.relutil import pid_gone, read_requests, taps, wait_for
 
 DELAY = '0.5'
 # where a test asserts that the kill landed while the VM was paused, the PUT in flight must
@@ -236,6 +236,17 @@ def test_killed_during_clone(slow, source):
         assert live_state(host, 'web1') == 'Paused'     # left paused by the killed fork
     record = host.record('web2')          # absent or complete
     assert record is None or record['spec']['networks'][0]['tap'] != host.record('web1')['spec']['networks'][0]['tap']
-    info = converge(host, clone)[1]
+    # the clone's marker says what to do: finish the clone (record written), or remove its
+    # half-made files and clone again (no record)
+    assert snapmod.read_marker(host_layout(host), 'web2')['op'] == 'clone'
+    start = len(read_requests(host.request_log))
+    first, info = converge(host, clone)
+    if record is not None:
+        assert any(c.startswith('finish an interrupted clone') for c in first['changes']), first['changes']
+    else:
+        assert 'remove what an interrupted clone left in %s' % host.vm_dir('web2') in first['changes']
+    # never cold-booted: the clone's guest state comes from vm.restore
+    puts = [r['endpoint'] for r in read_requests(host.request_log)[start:] if r['method'] == 'PUT']
+    assert 'vm.restore' in puts and 'vm.boot' not in puts, puts
     # the source was resumed by the clone's run (fork) or never paused (snapshot)
     assert_consistent(host, info, {'web1': 'running', 'web2': 'running'})

@@ -186,12 +186,21 @@ class EventMonitor:
 EVENTS = EventMonitor()
 
 
-def request_log(method, endpoint, status):
+REQUEST_LOG_BODIES = ("vm.restore", "vm.snapshot", "vm.resize")   # small bodies tests look into
+
+
+def request_log(method, endpoint, status, body=None):
     path = os.environ.get("CHSIM_REQUEST_LOG")
     if not path:
         return
-    line = json.dumps({"t": time.time(), "pid": os.getpid(), "method": method,
-                       "endpoint": endpoint, "status": status}) + "\n"
+    entry = {"t": time.time(), "pid": os.getpid(), "method": method, "endpoint": endpoint,
+             "status": status}
+    if body and endpoint in REQUEST_LOG_BODIES:
+        try:
+            entry["body"] = json.loads(body)
+        except ValueError:
+            entry["body"] = None
+    line = json.dumps(entry) + "\n"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -1887,7 +1896,7 @@ class HttpServer:
             LOG.error("internal error handling %s %s: %r" % (method, path, e))
             status, data = 500, json.dumps(["Internal Server Error", "chsim: %r" % e]).encode()
         LOG.info("HTTP %s %s -> %d" % (method, path, status))
-        request_log(method, endpoint, status)
+        request_log(method, endpoint, status, body)
         self._send(conn, status, data, close)
         return after
 
