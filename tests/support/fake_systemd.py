@@ -78,7 +78,8 @@ class FakeSystemd(object):
         return [c['argv'] for c in _read_calls(self.state_dir) if prog is None or c['prog'] == prog]
 
     def unit(self, name):
-        return _load(self.state_dir, name)
+        """The unit's record while systemd would have it loaded (else None)."""
+        return _current(self.state_dir, name)
 
     def seed_failed_unit(self, name):
         """A unit left in failed state (its process gone, not collected), as systemd would keep it."""
