@@ -54,8 +54,12 @@ options:
       - The clone restores the snapshot's memory and device state with a new identity - new MACs and
         taps, its own copies of the writable disks (reflink where the filesystem can, sparse copy
         otherwise), its own serial and log files, a new vsock CID, and a regenerated cloud-init image
-        with a new C(instance-id) and host name. The snapshot's C(memory-ranges) is hard-linked into
+        with a new C(instance-id) and host name, and a new SMBIOS UUID when the source has one
+        (O(platform.uuid); the guest sees it from its next boot, since the tables of the running guest
+        are part of the restored memory). The snapshot's C(memory-ranges) is hard-linked into
         C(<state_dir>/vms/<name>/clone-source), not copied.
+      - A clone interrupted (module killed, host crash) before it recorded the VM is removed and made
+        again by the next run; one interrupted after is finished by restoring again, never cold-booted.
       - With O(clone_from), every option the task leaves unset (O(cpus), O(memory), O(disks),
         O(networks), O(cloud_init), ...) keeps the clone's own value, which starts as the source's.
         Options the task sets are applied after the clone is up, like any change.
@@ -78,6 +82,12 @@ options:
         type: str
         choices: [copy, ondemand]
         default: copy
+      prefault:
+        description:
+          - Populate the guest memory when restoring (CH's C(prefault)), so the clone does not fault it
+            in page by page later. Needs O(clone_from.memory_restore_mode=copy).
+        type: bool
+        default: false
   cpus:
     description: Number of vCPUs at boot. Default V(1) (with O(clone_from), the clone's).
     type: int
@@ -317,12 +327,11 @@ options:
         start system units; when C(systemd-run) fails, its own message is reported.
       - V(auto) is V(direct) in this release, because the V(systemd) launch is not exercised against a
         real systemd in this collection's CI (only against a stand-in for C(systemd-run) and C(systemctl)).
-      - The launcher used is kept in the VM's record, so M(cloudhv.ch.ch_snapshot) restarts the VMM
-        the same way; M(cloudhv.ch.ch_vm) uses what its task says (V(auto) when unset), so give the
-        same O(launcher) to every ch_vm task of the VM. Boot-time start is O(autostart).
+      - A launcher other than V(auto)/V(direct) is kept in the VM's record. When unset, the VM's
+        recorded launcher is used (V(auto) for a new VM), so a later task that leaves it out, and
+        M(cloudhv.ch.ch_snapshot), restart the VMM the same way. Boot-time start is O(autostart).
     type: str
     choices: [auto, direct, systemd]
-    default: auto
   autostart:
     description:
       - Boot the VM when the host starts. Writes C(/etc/systemd/system/cloudhv-<name>.service) and
@@ -536,7 +545,8 @@ def argument_spec():
                    choices=['running', 'present', 'stopped', 'paused', 'restarted', 'absent', 'standby']),
         clone_from=dict(type='dict', options=dict(
             vm=dict(type='str'), snapshot=dict(type='str'), path=dict(type='path'),
-            memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']))),
+            memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']),
+            prefault=dict(type='bool', default=False))),
         # Unset (None) means the default, or with clone_from the clone's own value (see spec.normalize).
         cpus=dict(type='int'),
         max_cpus=dict(type='int'),
@@ -588,7 +598,7 @@ def argument_spec():
         stop_timeout=dict(type='float', default=30.0),
         force=dict(type='bool', default=False),
         purge=dict(type='bool', default=False),
-        launcher=dict(type='str', default='auto', choices=['auto', 'direct', 'systemd']),
+        launcher=dict(type='str', choices=['auto', 'direct', 'systemd']),
         autostart=dict(type='bool', default=False),
     )
 

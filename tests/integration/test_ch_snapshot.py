@@ -212,7 +212,8 @@ def test_clone_gets_a_new_identity(hv_ns, tmp_path):
     assert [d['path'] for d in live['disks'] if d['id'] == 'cidata'] == \
         [os.path.join(hv.state_dir, 'vms', 'web2', 'cidata.iso')]
     # a new SMBIOS UUID (recorded and in the restored config), prefault passed to vm.restore
-    assert live['platform']['uuid'] == res['vm']['config']['platform']['uuid'] not in (uuid, None)
+    new_uuid = res['vm']['config']['platform']['uuid']
+    assert new_uuid not in (uuid, None) and live['platform']['uuid'] == new_uuid
     assert infos['web1']['live_config']['platform']['uuid'] == uuid
     with open(hv.request_log) as handle:
         bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']

@@ -79,6 +79,17 @@ def test_launcher_systemd_lifecycle_and_snapshot_restore(hv, fake):
     assert new_pid != pid and new_pid == fake.unit(UNIT)['pid'] == hv.pid('web1')
     assert record(hv)['launcher'] == 'systemd'
 
+    # a ch_vm task that leaves launcher unset keeps the recorded one: a new VMM goes through
+    # systemd-run again, and the record keeps saying so
+    unset = dict(vm_args(hv))
+    del unset['launcher']
+    out = run(hv, ('stop', vm, dict(unset, state='stopped')), ('start', vm, unset), ('again', vm, unset))
+    assert out['stop']['changed'] is True and out['start']['changed'] is True
+    assert out['again']['changed'] is False
+    assert len(fake.calls('systemd-run')) == len(launches) + 1
+    new_pid = out['again']['vm']['pid']
+    assert new_pid == fake.unit(UNIT)['pid'] and record(hv)['launcher'] == 'systemd'
+
     out = run(hv, ('remove', vm, {'name': 'web1', 'state': 'absent', 'purge': True}))
     assert out['remove']['changed'] is True and proc_cmdline(new_pid) is None
     assert fake.unit(UNIT) is None
