@@ -35,6 +35,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     MissingDependency,
     OptionError,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.spec import CH_IMAGE_TYPES, detect_image_type  # noqa: F401
 
 # Sizes of raw images must be whole 512-byte sectors: CH's virtio-block device exposes
 # size // 512 sectors and only warns that the remainder "will not be visible to the guest".
@@ -55,23 +56,11 @@ _NO_HARDLINK = frozenset((errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSU
 CHUNK = 1 << 20
 CFR_CHUNK = 1 << 30
 
-IMAGE_TYPES = ('raw', 'qcow2', 'vhdx', 'fixedvhd')
-# The collection's image_type values -> CH's DiskConfig.image_type.
-CH_IMAGE_TYPES = {'raw': 'Raw', 'qcow2': 'Qcow2', 'vhdx': 'Vhdx', 'fixedvhd': 'FixedVhd'}
-_EXTENSIONS = {'.qcow2': 'qcow2', '.vhdx': 'vhdx', '.vhd': 'fixedvhd'}
+# Image types and their default from the file name live in spec.py (option parsing, which every
+# ch_vm run needs; this module is only loaded when a disk is created or copied).
+IMAGE_TYPES = tuple(CH_IMAGE_TYPES)
 # Formats CH's qcow2 driver follows as a backing file (qemu-img's names).
 BACKING_FORMATS = ('qcow2', 'raw')
-
-
-def detect_image_type(path):
-    """Default ``image_type`` from the file name: ``.qcow2`` -> qcow2, ``.vhdx`` -> vhdx,
-    ``.vhd`` -> fixedvhd (CH only supports fixed VHDs), anything else -> raw.
-
-    Deliberately by name, not by content: a guest can write any header into a raw disk, and
-    trusting it would let the guest change how the host reads its disk. Use
-    :func:`sniff_image_type` to warn about an obvious mismatch (e.g. Ubuntu's qcow2 ``.img``).
-    """
-    return _EXTENSIONS.get(os.path.splitext(str(path))[1].lower(), 'raw')
 
 
 def sniff_image_type(path):

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
 from ansible_collections.cloudhv.ch.plugins.module_utils import spec as specmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     ChApiError,
@@ -27,19 +26,27 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     StateError,
     VmmNotReachable,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.hostinfo import meminfo
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
     Layout,
     VmLock,
     check_name,
+    clear_marker,
     ensure_dir,
     read_json,
+    read_marker,
     write_json_atomic,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
 
 RUN_STATES = ('running', 'paused', 'stopped')
 LIVE_STATES = {'Running': 'running', 'Paused': 'paused'}
+
+
+def _snapmod():
+    """The snapshot engine (snapshot.py), loaded only by runs that need it: clones, standby,
+    repairs, snapshot listings. A no-change run does not pay for importing it."""
+    from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot
+    return snapshot
 
 
 class Observed(object):
@@ -118,7 +125,7 @@ class VmManager(object):
             return Observed(None, None, None, 'absent')
         if record.get('run_state') in ('running', 'paused'):
             return Observed(record, None, None, 'crashed')
-        if record.get('run_state') == 'standby' and snapmod.standby_manifest(self.layout, self.name):
+        if record.get('run_state') == 'standby' and _snapmod().standby_manifest(self.layout, self.name):
             return Observed(record, None, None, 'standby')
         return Observed(record, None, None, 'stopped')
 
@@ -140,7 +147,7 @@ class VmManager(object):
         else:
             spec['cloud_init'] = None
         if self.params.get('clone_from') and clone_base:
-            snapmod.inherit_unset(spec, self.params, clone_base.get('spec') or {})
+            _snapmod().inherit_unset(spec, self.params, clone_base.get('spec') or {})
         config = self.build_config(spec)
         return spec, cloud, config
 
@@ -268,7 +275,7 @@ class VmManager(object):
         # Validate everything before the lock: bad input must not even create the lock file.
         record = self.layout.read_record(self.name)
         if record is None and self.params.get('clone_from'):
-            self.clone = snapmod.Clone(self, self.params['clone_from'])
+            self.clone = _snapmod().Clone(self, self.params['clone_from'])
         if state == 'standby' and record is None and not self.clone:
             raise OptionError('state', "standby keeps the state of a running VM; %s does not exist" % self.name)
         spec = self.desired(record)[0]
@@ -302,13 +309,13 @@ class VmManager(object):
     def _converge_absent(self):
         obs = self.observe()
         plan = Plan()
-        if not self.check_mode and snapmod.read_marker(self.layout, self.name):
-            if snapmod.undo_partial_clone(self.layout, self.name):
+        if not self.check_mode and read_marker(self.layout, self.name):
+            if _snapmod().undo_partial_clone(self.layout, self.name):
                 plan.changes.append('remove what an interrupted clone left in %s' % self.vm_dir)
-            elif snapmod.read_marker(self.layout, self.name).get('op') == 'clone':
-                snapmod.clear_marker(self.layout, self.name)   # removed before it was finished
+            elif read_marker(self.layout, self.name).get('op') == 'clone':
+                clear_marker(self.layout, self.name)   # removed before it was finished
             else:
-                plan.changes.extend(snapmod.repair(self.layout, self.name, self.vmm)[0])
+                plan.changes.extend(_snapmod().repair(self.layout, self.name, self.vmm)[0])
             obs = self.observe()
         before = {'state': obs.state, 'spec': self.public_spec((obs.record or {}).get('spec'))}
         purge = self.params.get('purge')
@@ -413,8 +420,8 @@ class VmManager(object):
         if target == 'standby':
             if obs.live:
                 plan.add('put the VM in standby: snapshot its memory into %s and stop the VMM'
-                         % snapmod.standby_path(self.layout, self.name),
-                         lambda: snapmod.go_standby(self, spec, new_record, obs.state))
+                         % _snapmod().standby_path(self.layout, self.name),
+                         lambda: _snapmod().go_standby(self, spec, new_record, obs.state))
             elif obs.state != 'standby':
                 raise StateError("state: standby keeps the state of a running or paused VM, and %s is %s"
                                  % (self.name, obs.state), option='state')
@@ -472,9 +479,9 @@ class VmManager(object):
         """Before planning (snapshot.py): repair an interrupted snapshot, create a clone, or leave
         standby. Done at once outside check mode (the plan then starts from what is really there);
         in check mode the plan gets the changes and a prediction of the VM they would leave."""
-        marker = snapmod.read_marker(self.layout, self.name) if obs.record else None
+        marker = read_marker(self.layout, self.name) if obs.record else None
         if marker and marker.get('op') == 'clone':
-            changes, live = snapmod.finish_clone(self, marker, obs.record.get('run_state') or 'running',
+            changes, live = _snapmod().finish_clone(self, marker, obs.record.get('run_state') or 'running',
                                                  check_mode=self.check_mode)
             plan.changes.extend(changes)
             if not self.check_mode:
@@ -483,7 +490,7 @@ class VmManager(object):
                 obs = Observed(obs.record, obs.pid, dict(obs.info or {}, config=obs.record.get('config'),
                                                          state=live.capitalize()), live)
         elif marker:
-            changes, resumed = snapmod.repair(self.layout, self.name, self.vmm, check_mode=self.check_mode)
+            changes, resumed = _snapmod().repair(self.layout, self.name, self.vmm, check_mode=self.check_mode)
             plan.changes.extend(changes)
             if not self.check_mode:
                 obs = self.observe()
@@ -498,18 +505,18 @@ class VmManager(object):
             record, info = self.clone.predicted(paused)
             return Observed(record, None, info, 'paused' if paused else 'running')
         if obs.state == 'standby' and state in ('running', 'paused'):
-            path = snapmod.standby_path(self.layout, self.name)
-            snapmod.verify(path, snapmod.standby_manifest(self.layout, self.name) or {}, self.params['binary'],
+            path = _snapmod().standby_path(self.layout, self.name)
+            _snapmod().verify(path, _snapmod().standby_manifest(self.layout, self.name) or {}, self.params['binary'],
                            option='state')
             plan.changes.append('bring the VM back from standby (restore %s in a new VMM)' % path)
             if not self.check_mode:
-                snapmod.wake(self, paused=(state == 'paused'))
+                _snapmod().wake(self, paused=(state == 'paused'))
                 return self.observe()
             with open(os.path.join(path, 'config.json')) as handle:
                 info = {'config': json.load(handle), 'state': 'Paused' if state == 'paused' else 'Running'}
             return Observed(obs.record, None, info, 'paused' if state == 'paused' else 'running')
         if obs.state == 'standby' and state in ('stopped', 'restarted'):
-            path = snapmod.standby_path(self.layout, self.name)
+            path = _snapmod().standby_path(self.layout, self.name)
             plan.changes.append('discard the standby state in %s' % path)
             if not self.check_mode:
                 shutil.rmtree(path, ignore_errors=True)
@@ -561,6 +568,7 @@ class VmManager(object):
         cloudinit.build_iso(self.cidata_path(), cloud['files'])
 
     def check_capacity(self, spec, plan):
+        from ansible_collections.cloudhv.ch.plugins.module_utils.hostinfo import meminfo
         mem = meminfo()
         need = spec['memory']
         if spec['hugepages']:
@@ -763,7 +771,7 @@ def vm_infos(layout, binary=None, name=None):
         state = obs.state if obs.state != 'created' else 'stopped'
         result = mgr.vm_result(state, record, obs.info, obs.pid)
         result['spec'] = VmManager.public_spec(record.get('spec'))
-        result['snapshots'] = snapmod.list_snapshots(layout, vm)
+        result['snapshots'] = _snapmod().list_snapshots(layout, vm)
         result['api_socket'] = layout.socket_path(vm)
         out.append(result)
     return out

@@ -49,8 +49,8 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     NetworkError,
     OptionError,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.spec import TAP_PREFIX
 
-TAP_PREFIX = 'chv'
 TAP_RE = re.compile(r'^%s[0-9a-f]{12}$' % TAP_PREFIX)
 
 IFNAMSIZ = 16                   # including the terminating NUL: names are 1-15 bytes

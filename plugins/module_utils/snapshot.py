@@ -45,8 +45,13 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     VmmError,
     VmmNotReachable,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import (  # noqa: F401 (markers: re-exported)
+    MARKER,
     VmLock,
+    clear_marker,
+    marker_path,
+    read_marker,
+    write_marker,
     check_name,
     ensure_dir,
     fsync_dir,
@@ -60,7 +65,6 @@ CH_FILES = ('config.json', 'state.json', 'memory-ranges')
 CHECKSUMMED = ('config.json', 'state.json')
 DISKS_DIR = 'disks'
 CIDATA_COPY = 'cidata.iso'
-MARKER = '.snapshot-in-progress.json'
 REGISTRY = 'snapshots.json'
 STANDBY = 'standby'
 CLONE_SOURCE = 'clone-source'
@@ -235,24 +239,6 @@ def verify(path, manifest, binary, option='name'):
 
 
 # -- the in-progress marker -------------------------------------------------------------------
-def marker_path(layout, vm):
-    return os.path.join(layout.vm_dir(vm), MARKER)
-
-
-def write_marker(layout, vm, data):
-    data = dict(data, vm=vm, pid=os.getpid(), started=now_iso())
-    write_json_atomic(marker_path(layout, vm), data)
-
-
-def read_marker(layout, vm):
-    data = read_json(marker_path(layout, vm))
-    return data if isinstance(data, dict) else None
-
-
-def clear_marker(layout, vm):
-    _unlink(marker_path(layout, vm))
-
-
 def _live_state(vmm):
     """'Running', 'Paused', ... of the VM behind ``vmm``, or None (no VMM, or no VM in it)."""
     if vmm.pid() is None:

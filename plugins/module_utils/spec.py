@@ -20,10 +20,25 @@ import socket
 import uuid
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
-from ansible_collections.cloudhv.ch.plugins.module_utils.images import CH_IMAGE_TYPES as IMAGE_TYPES
-from ansible_collections.cloudhv.ch.plugins.module_utils.images import detect_image_type
-from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import TAP_PREFIX
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmconfig import check_extra_config
+
+# Taps the collection creates: TAP_PREFIX + 12 hex digits (netlink.py recognises them by it).
+TAP_PREFIX = 'chv'
+# The collection's image_type values -> CH's DiskConfig.image_type.
+CH_IMAGE_TYPES = {'raw': 'Raw', 'qcow2': 'Qcow2', 'vhdx': 'Vhdx', 'fixedvhd': 'FixedVhd'}
+IMAGE_TYPES = CH_IMAGE_TYPES
+_EXTENSIONS = {'.qcow2': 'qcow2', '.vhdx': 'vhdx', '.vhd': 'fixedvhd'}
+
+
+def detect_image_type(path):
+    """Default ``image_type`` from the file name: ``.qcow2`` -> qcow2, ``.vhdx`` -> vhdx,
+    ``.vhd`` -> fixedvhd (CH only supports fixed VHDs), anything else -> raw.
+
+    Deliberately by name, not by content: a guest can write any header into a raw disk, and
+    trusting it would let the guest change how the host reads its disk. Use
+    :func:`images.sniff_image_type` to warn about an obvious mismatch (e.g. Ubuntu's qcow2 ``.img``).
+    """
+    return _EXTENSIONS.get(os.path.splitext(str(path))[1].lower(), 'raw')
 
 MIB = 1024 * 1024
 SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$', re.IGNORECASE)

@@ -189,6 +189,33 @@ def record_taps(record):
     return taps
 
 
+# The marker of an operation that must be finished or undone if the run dies (snapshot.py writes
+# it; every ch_vm run reads it, so it lives here and not in the snapshot engine).
+MARKER = '.snapshot-in-progress.json'
+
+
+def marker_path(layout, vm):
+    return os.path.join(layout.vm_dir(vm), MARKER)
+
+
+def write_marker(layout, vm, data):
+    data = dict(data, vm=vm, pid=os.getpid(), started=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    write_json_atomic(marker_path(layout, vm), data)
+
+
+def read_marker(layout, vm):
+    data = read_json(marker_path(layout, vm))
+    return data if isinstance(data, dict) else None
+
+
+def clear_marker(layout, vm):
+    try:
+        os.unlink(marker_path(layout, vm))
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
 class VmLock(object):
     """Exclusive per-VM flock with a bounded wait; raises BusyError when it times out.
 
