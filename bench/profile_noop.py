@@ -2,8 +2,11 @@
 (user + system of the process tree, which a busy shared machine distorts far less than wall time):
   - the whole ad hoc run, and the module process alone (its AnsiballZ file run again by hand,
     kept with ANSIBLE_KEEP_REMOTE_FILES), so controller = whole - module;
-  - what the module pays for imports: `import httpx`, the ch_vm engine (lifecycle), libvirt + lxml
-    (what community.libvirt's virt imports, when python3-libvirt is there), against bare Python;
+  - what the module pays for imports on top of what every module imports (ansible's
+    module_utils.basic): httpx with httpcore (which httpx loads when the client is made), the
+    standard library's http.client (the alternative), ch_vm's engine (lifecycle, as a no-change
+    run loads it), libvirt + lxml (what community.libvirt's virt imports, when python3-libvirt
+    is there);
   - what the payload carries: files and bytes of the AnsiballZ zip, the collection's share.
 The evidence behind "where we are slower and why" in RESULTS.md (bench/noop.py and
 bench/peer_libvirt.py). Alternating, medians.
@@ -65,12 +68,19 @@ def main():
             before = set(glob.glob(os.path.join(keep, '*', 'AnsiballZ_*.py')))
             timed_cpu(adhoc(module, margs), keep_env, 'SUCCESS')
             files[label] = (set(glob.glob(os.path.join(keep, '*', 'AnsiballZ_*.py'))) - before).pop()
-        imports = {'bare python': 'pass', 'import httpx': 'import httpx',
-                   'import the ch_vm engine': 'import ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle'}
+        basic = 'import ansible.module_utils.basic'
+        imports = {'basic': basic, 'httpx + httpcore': basic + ', httpx, httpcore',
+                   'stdlib http.client': basic + ', http.client',
+                   'the ch_vm engine': basic + ', httpcore, ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle'}
         peer = os.path.join(REPO, 'build', 'bench-peer-venv', 'bin', 'python')
         if os.path.exists(peer):
-            imports['import libvirt, lxml.etree'] = 'import libvirt, lxml.etree'
-        imp_env = dict(env, PYTHONPATH=os.path.join(REPO, 'build', 'collections'))
+            imports['libvirt, lxml.etree'] = basic + ', libvirt, lxml.etree'
+        # ansible (for module_utils.basic) and our collection, nothing else of the dev venv
+        only_ansible = os.path.join(work, 'only-ansible')
+        os.makedirs(only_ansible)
+        import ansible
+        os.symlink(os.path.dirname(ansible.__file__), os.path.join(only_ansible, 'ansible'))
+        imp_env = dict(env, PYTHONPATH=os.pathsep.join([only_ansible, os.path.join(REPO, 'build', 'collections')]))
         for _round in range(rounds):
             for label in ('ch_vm', 'ping'):
                 res.setdefault(label + ' ad hoc', []).append(
@@ -99,10 +109,11 @@ def main():
         med['ch_vm module process'][1] - med['ping module process'][1]))
     print('CPU ratio ch_vm/ping ad hoc: %.2f (wall %.2f)'
           % (med['ch_vm ad hoc'][1] / med['ping ad hoc'][1], med['ch_vm ad hoc'][0] / med['ping ad hoc'][0]))
-    base = med['bare python'][1]
+    base = med['basic'][1]
     for key in imports:
-        if key != 'bare python':
-            print('%-28s +%4.0f ms CPU over bare Python (%.0f ms)' % (key, med[key][1] - base, base))
+        if key != 'basic':
+            print('import %-21s +%4.0f ms CPU over importing module_utils.basic (%.0f ms)'
+                  % (key, med[key][1] - base, base))
     for label, size in sorted(sizes.items()):
         if size:
             print('AnsiballZ payload of %-6s %3d files, %4.0f KiB uncompressed; from cloudhv.ch: %d files, %.0f KiB'
