@@ -76,10 +76,9 @@ def proc_cmdline(pid):
     return [a.decode('utf-8', 'replace') for a in raw.rstrip(b'\0').split(b'\0')]
 
 
-def process_gone(pid):
-    """No such process, or only its zombie is left (its files are closed by then)."""
+def _task_dead(path):
     try:
-        with open('/proc/%d/stat' % pid) as handle:
+        with open(path) as handle:
             stat = handle.read()
     except (IOError, OSError):
         return True
@@ -87,6 +86,21 @@ def process_gone(pid):
         return stat[stat.rindex(')') + 2] in 'ZX'
     except (ValueError, IndexError):
         return True
+
+
+def process_gone(pid):
+    """No such process, or only its zombie is left (its files are closed by then).
+
+    A multi-threaded process (CH is one) whose main thread has exited shows as a zombie while its
+    other threads are still exiting, and they hold its files (the API socket) until the last one
+    is gone: every thread must be dead, not only the main one."""
+    if not _task_dead('/proc/%d/stat' % pid):
+        return False
+    try:
+        tasks = os.listdir('/proc/%d/task' % pid)
+    except OSError:
+        return True
+    return all(_task_dead('/proc/%d/task/%s/stat' % (pid, tid)) for tid in tasks)
 
 
 def cmdline_matches(argv, socket_path, binary=None):

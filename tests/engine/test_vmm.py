@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline, running_pid
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline, process_gone, running_pid
 
 from tests.support.sim import sim_env
 
@@ -148,3 +148,43 @@ def test_liveness_needs_binary_and_socket(make_vmm, sim_binary):
     assert running_pid(vmm.pid_file, vmm.socket_path, sim_binary) == pid
     assert running_pid(vmm.pid_file, vmm.socket_path + '.other', sim_binary) is None
     assert running_pid(vmm.pid_file, vmm.socket_path, '/usr/bin/true') is None
+
+
+LINGER = r"""
+import ctypes, os, socket, sys, threading, time
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.bind(sys.argv[1])
+sock.listen(1)
+def linger():
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.01)
+threading.Thread(target=linger).start()
+print('ready', flush=True)
+ctypes.CDLL(None).pthread_exit(None)       # the main thread leaves, the other one keeps the files
+"""
+
+
+def test_a_zombie_main_thread_with_live_threads_is_not_gone(tmp_path):
+    """CH is multi-threaded: after its main thread exits, the process shows as a zombie while the
+    other threads still run and still hold the API socket. That is not "gone" yet."""
+    sock, release = str(tmp_path / 'api.sock'), str(tmp_path / 'release')
+    proc = subprocess.Popen([sys.executable, '-c', LINGER, sock, release], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'ready'
+        deadline = time.monotonic() + 10
+        while not process_gone(proc.pid) and time.monotonic() < deadline:
+            with open('/proc/%d/stat' % proc.pid) as handle:
+                if handle.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    break              # the main thread is a zombie now
+            time.sleep(0.01)
+        assert not process_gone(proc.pid)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        assert probe.connect_ex(sock) == 0          # the files are still open
+        probe.close()
+        open(release, 'w').close()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert process_gone(proc.pid)
