@@ -16,6 +16,9 @@ while CH (memory_restore_mode=copy) reads the 256 MiB written into it.
 
 Target (issue 5): clone / cp <= 0.1 where the filesystem has reflinks, <= 0.6 without.
 
+It also times a linked clone (clone_from.disks=overlay: qcow2 overlays on the snapshot's disk
+copies instead of copies; the snapshot must then stay) against the same cp.
+
 On a filesystem with reflinks, coreutils >= 9.0 `cp` reflinks by default (--reflink=auto), so the
 literal baseline copies no data either; there the bench also times a full copy
 (`cp -a --sparse=always --reflink=never`) and prints the ratio against both.
@@ -29,6 +32,13 @@ runs, load 4-7, so single runs swing a lot):
   (so a host crash never leaves a half-copied disk behind a recorded VM) and cp does not sync.
   Even without fsync an eager copy cannot reach 0.6 here: the disk holds 512 of the snapshot's
   768 MiB of data (0.67) and copy_file_range moves bytes no faster than cp's read/write.
+* Second session, ext4 /tmp on a quiet machine (load < 1), two runs (5 and 7 rounds): clone
+  median 294 / 291 ms, cp 782 / 997 ms (cp ranged 710-1915 ms): ratio 0.38 / 0.29, "met" - but
+  with the first session's 1.39 this says the full-copy clone's ratio is decided by the disk's
+  writeback and discard state, not by the code; do not rely on it either way.
+  Linked clone (clone_from.disks=overlay): 43.4 / 44.9 ms (max 74), ratio 0.055 / 0.045: met,
+  and stable (no data is copied; the time is the overlay's qemu-img create, the simulator's
+  VMM start and vm.restore).
 * XFS with reflink=1 (loop device): clone 90-95 ms (files 3-4 ms, the rest is the simulator's
   VMM start and vm.restore), cp 4 ms because coreutils 9 cp reflinks too: ratio ~21 against the
   literal baseline, NOT met; 0.016 against a full copy (cp --reflink=never, 5.8 s on that
@@ -118,7 +128,7 @@ def main():
               % (snap_dir, images.disk_usage(snap_dir) / MIB,
                  os.path.getsize(os.path.join(snap_dir, 'memory-ranges')) // MIB,
                  os.path.getsize(os.path.join(snap_dir, 'disks', 'disk0-root.raw')) // MIB))
-        clone_times, cp_times, files_times, full_times = [], [], [], []
+        clone_times, cp_times, files_times, full_times, linked_times = [], [], [], [], []
         for index in range(rounds):
             settle()
             start = time.monotonic()
@@ -127,6 +137,14 @@ def main():
             clone_times.append(time.monotonic() - start)
             assert result['vm']['state'] == 'running', result
             VmManager(params(base, name='c%d' % index, purge=True, force=True)).converge('absent')
+            # a linked clone: qcow2 overlays on the snapshot's disk copies instead of copies
+            settle()
+            start = time.monotonic()
+            result = VmManager(params(base, name='l%d' % index,
+                                      clone_from={'vm': 'src', 'snapshot': 's', 'disks': 'overlay'})).converge('running')
+            linked_times.append(time.monotonic() - start)
+            assert result['vm']['state'] == 'running', result
+            VmManager(params(base, name='l%d' % index, purge=True, force=True)).converge('absent')
             # the data part of a clone alone: hard link + disk copy, as the clone does them
             settle()
             dest = os.path.join(work, 'files%d' % index)
@@ -171,6 +189,13 @@ def main():
             print('ratio clone/full copy: %.3f  files-only/full copy: %.3f  -> %s (target <= %.1f)'
                   % (clone_ms / full_ms, files_ms / full_ms, 'MET' if clone_ms / full_ms <= target else 'NOT MET',
                      target))
+        linked_ms = median_ms(linked_times)
+        print('linked clone (clone_from.disks=overlay): median %.1f ms  (min %.1f, max %.1f)'
+              % (linked_ms, min(linked_times) * 1000, max(linked_times) * 1000))
+        print('ratio linked clone/cp: %.3f  -> %s (target <= %.1f)'
+              % (linked_ms / cp_ms, 'MET' if linked_ms / cp_ms <= target else 'NOT MET', target))
+        if full_times:
+            print('ratio linked clone/full copy: %.3f' % (linked_ms / median_ms(full_times)))
         spread = (statistics.pstdev(clone_times) * 1000, statistics.pstdev(cp_times) * 1000)
         print('stdev clone %.1f ms, cp %.1f ms' % spread)
     finally:

@@ -35,7 +35,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     MissingDependency,
     OptionError,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.spec import CH_IMAGE_TYPES, detect_image_type  # noqa: F401
+from ansible_collections.cloudhv.ch.plugins.module_utils.spec import CH_IMAGE_TYPES
 
 # Sizes of raw images must be whole 512-byte sectors: CH's virtio-block device exposes
 # size // 512 sectors and only warns that the remainder "will not be visible to the guest".

@@ -307,6 +307,12 @@ class VmManager(object):
         }
 
     def _converge_absent(self):
+        if self.params.get('purge') and os.path.isdir(self.vm_dir):
+            users = _snapmod().linked_clones(self.layout, self.vm_dir, exclude=self.name)
+            if users:
+                raise OptionError('purge', "the snapshots of %s are the base of the disks of %s (cloned with "
+                                  "clone_from.disks=overlay); remove %s first, or remove %s without purge"
+                                  % (self.name, ', '.join(users), 'them' if len(users) > 1 else 'it', self.name))
         obs = self.observe()
         plan = Plan()
         if not self.check_mode and read_marker(self.layout, self.name):
@@ -482,7 +488,7 @@ class VmManager(object):
         marker = read_marker(self.layout, self.name) if obs.record else None
         if marker and marker.get('op') == 'clone':
             changes, live = _snapmod().finish_clone(self, marker, obs.record.get('run_state') or 'running',
-                                                 check_mode=self.check_mode)
+                                                    check_mode=self.check_mode)
             plan.changes.extend(changes)
             if not self.check_mode:
                 obs = self.observe()
@@ -507,7 +513,7 @@ class VmManager(object):
         if obs.state == 'standby' and state in ('running', 'paused'):
             path = _snapmod().standby_path(self.layout, self.name)
             _snapmod().verify(path, _snapmod().standby_manifest(self.layout, self.name) or {}, self.params['binary'],
-                           option='state')
+                              option='state')
             plan.changes.append('bring the VM back from standby (restore %s in a new VMM)' % path)
             if not self.check_mode:
                 _snapmod().wake(self, paused=(state == 'paused'))

@@ -45,11 +45,9 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     VmmError,
     VmmNotReachable,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.store import (  # noqa: F401 (markers: re-exported)
-    MARKER,
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
     VmLock,
     clear_marker,
-    marker_path,
     read_marker,
     write_marker,
     check_name,
@@ -73,6 +71,7 @@ CLONE_INHERITED = ('cpus', 'max_cpus', 'memory', 'memory_hotplug', 'hugepages', 
                    'balloon', 'disks', 'networks', 'serial', 'console', 'vsock', 'devices',
                    'platform', 'extra_config', 'cloud_init')
 MEMORY_RESTORE_MODES = {'copy': 'Copy', 'ondemand': 'OnDemand'}
+CLONE_DISK_MODES = ('copy', 'overlay')
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -542,6 +541,10 @@ class Clone(object):
             raise OptionError('clone_from.memory_restore_mode', "must be copy or ondemand")
         self.memory_restore_mode = mode
         self.prefault = bool(opts.get('prefault'))
+        self.disk_mode = opts.get('disks') or 'copy'
+        self.base_formats = {}     # overlay base -> its format (raw or qcow2)
+        if self.disk_mode not in CLONE_DISK_MODES:
+            raise OptionError('clone_from.disks', "must be copy or overlay, got %r" % (self.disk_mode,))
         if self.prefault and mode == 'ondemand':
             raise OptionError('clone_from.prefault', "cannot be combined with clone_from.memory_restore_mode="
                               "ondemand (CH maps the memory lazily then; prefault needs copy)")
@@ -560,6 +563,9 @@ class Clone(object):
         if self.snapshot is not None:
             check_name(self.snapshot, 'clone_from.snapshot')
         self.fork = bool(self.source and not self.snapshot)
+        if self.fork and self.disk_mode == 'overlay':
+            raise OptionError('clone_from.disks', "overlay needs a snapshot that stays as the clone's base, and a "
+                              "fork's snapshot is temporary: name one with clone_from.snapshot, or use copy")
         self.manifest = None
         if self.fork:
             base = self.layout.read_record(self.source)
@@ -619,6 +625,9 @@ class Clone(object):
             if disk.get('readonly'):
                 continue        # read-only disks are shared (CH takes a read lock)
             fname = os.path.basename(disk['path'])
+            if self.disk_mode == 'overlay':
+                self._overlay_base(disk)
+                fname = os.path.splitext(fname)[0] + '.qcow2'
             if fname in used or fname in ('vm.json', 'cidata.iso', 'serial.log', 'ch.log'):
                 fname = disk_file_name(disk)
             used.add(fname)
@@ -647,6 +656,18 @@ class Clone(object):
             files.append(mgr.cidata_path())
         return spec, files
 
+    def _overlay_base(self, disk):
+        """Turn a disk of the clone's spec into a qcow2 overlay on the snapshot's copy of it."""
+        base = os.path.join(self.src_path, DISKS_DIR, disk_file_name(disk))
+        if disk.get('image_type') not in ('raw', 'qcow2'):
+            raise OptionError('clone_from.disks', "disk %s is %s: an overlay needs a raw or qcow2 base; use copy"
+                              % (disk['id'], disk.get('image_type')))
+        if not os.path.isfile(base):
+            raise StateError("the snapshot has no copy of disk %s (taken with include_disks=false?); "
+                             "a clone needs its own disks" % disk['id'], option='clone_from')
+        self.base_formats[base] = disk['image_type']
+        disk.update(backing_file=base, image_type='qcow2', image_type_explicit=True)
+
     def _leftover_files(self):
         return set((self.leftover or {}).get('files') or [])
 
@@ -666,13 +687,14 @@ class Clone(object):
         """The snapshot's config.json with the clone's identity: disk paths, taps, MACs, serial
         and console files/sockets, vsock, cloud-init image. Everything else is CH's echo."""
         built = self.record['config']
-        for key, fields in (('disks', ('path',)), ('net', ('tap', 'mac'))):
+        for key, fields in (('disks', ('path', 'image_type', 'backing_files')), ('net', ('tap', 'mac'))):
             by_id = dict((d.get('id'), d) for d in built.get(key) or [])
             for item in config.get(key) or []:
                 new = by_id.get(item.get('id'))
                 if new is not None:
                     for field in fields:
-                        item[field] = new[field]
+                        if field in new:
+                            item[field] = new[field]
         for key in ('serial', 'console'):
             if isinstance(config.get(key), dict) and isinstance(built.get(key), dict):
                 for field in ('file', 'socket'):
@@ -771,6 +793,12 @@ class Clone(object):
         self._place_disks(os.path.join(work, DISKS_DIR), move=True)
 
     def _place_disks(self, disks_dir, move):
+        if self.disk_mode == 'overlay':
+            for disk in self.spec.get('disks') or []:
+                if disk['path'] in self.files:
+                    images.create_overlay(disk['path'], disk['backing_file'], option='clone_from.disks',
+                                          backing_format=self.base_formats[disk['backing_file']])
+            return
         by_id = dict((d['id'], d['path']) for d in self.spec.get('disks') or [] if d['path'] in self.files)
         src_disks = dict((d['id'], d) for d in (self.base.get('spec') or {}).get('disks') or [])
         for disk_id, path in by_id.items():
@@ -799,6 +827,20 @@ class Clone(object):
         cloudinit.build_iso(self.mgr.cidata_path(), files)
         self.spec['cloud_init']['digest'] = cloudinit.digest_files(files)
         self.record['config'] = self.mgr.build_config(self.spec)
+
+
+def linked_clones(layout, directory, exclude=None):
+    """VMs whose disks are qcow2 overlays on a file under ``directory`` (a snapshot, or a VM's
+    directory with its snapshots): removing it would break them."""
+    prefix = os.path.normpath(directory) + os.sep
+    out = []
+    for vm in layout.list_vms():
+        if vm == exclude:
+            continue
+        disks = ((layout.read_record(vm) or {}).get('spec') or {}).get('disks') or []
+        if any((d.get('backing_file') or '').startswith(prefix) for d in disks):
+            out.append(vm)
+    return out
 
 
 def _restore_clone(mgr, work, memory_restore_mode, prefault, paused):
@@ -951,6 +993,11 @@ class SnapshotManager(object):
             if manifest is None and not os.path.lexists(path):
                 return self._result(changes, before, {'state': 'absent', 'path': path},
                                     dict(snapshot_result(path, None, size=False), name=self.name, vm=self.vm))
+            users = linked_clones(self.layout, path)
+            if users:
+                raise OptionError('state', "snapshot %s of %s is the base of the disks of %s (cloned with "
+                                  "clone_from.disks=overlay); remove %s first" % (
+                                      self.name, self.vm, ', '.join(users), 'them' if len(users) > 1 else 'it'))
             snap = snapshot_result(path, manifest)
             changes.append('delete snapshot %s of %s (%s)' % (self.name, self.vm, path))
             if not self.check_mode:

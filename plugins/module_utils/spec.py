@@ -40,6 +40,7 @@ def detect_image_type(path):
     """
     return _EXTENSIONS.get(os.path.splitext(str(path))[1].lower(), 'raw')
 
+
 MIB = 1024 * 1024
 SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$', re.IGNORECASE)
 UNITS = {'': MIB, 'k': 1024, 'm': MIB, 'g': 1024 * MIB, 't': 1024 * 1024 * MIB,

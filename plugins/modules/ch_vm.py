@@ -88,6 +88,19 @@ options:
             in page by page later. Needs O(clone_from.memory_restore_mode=copy).
         type: bool
         default: false
+      disks:
+        description:
+          - How the clone gets its writable disks.
+          - V(copy) gives it its own full copies (reflink where the filesystem can, sparse copy
+            otherwise): independent of the snapshot, which can be deleted later.
+          - V(overlay) makes each one a qcow2 overlay (C(<disk name>.qcow2), O(disks[].backing_file))
+            on the snapshot's copy of the disk - a linked clone. Near-instant on any filesystem and
+            small on disk, but the snapshot must stay: M(cloudhv.ch.ch_snapshot) refuses to delete it,
+            and O(purge) refuses to remove its VM, while a clone uses it. Needs raw or qcow2 source
+            disks and a named snapshot (not a fork of a running VM).
+        type: str
+        choices: [copy, overlay]
+        default: copy
   cpus:
     description: Number of vCPUs at boot. Default V(1) (with O(clone_from), the clone's).
     type: int
@@ -546,7 +559,8 @@ def argument_spec():
         clone_from=dict(type='dict', options=dict(
             vm=dict(type='str'), snapshot=dict(type='str'), path=dict(type='path'),
             memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']),
-            prefault=dict(type='bool', default=False))),
+            prefault=dict(type='bool', default=False),
+            disks=dict(type='str', default='copy', choices=['copy', 'overlay']))),
         # Unset (None) means the default, or with clone_from the clone's own value (see spec.normalize).
         cpus=dict(type='int'),
         max_cpus=dict(type='int'),

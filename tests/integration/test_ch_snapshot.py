@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
+from ansible_collections.cloudhv.ch.plugins.module_utils import store
 from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
@@ -225,6 +226,70 @@ def test_clone_gets_a_new_identity(hv_ns, tmp_path):
     assert grown['changed'] and grown['restart_required'] is True
 
 
+def qemu_img_info(path):
+    out = subprocess.run(['qemu-img', 'info', '--output=json', '-U', path], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_linked_clone_overlays_the_snapshot_disks(logged):
+    """clone_from.disks=overlay: the clone's writable disk is a qcow2 overlay on the snapshot's
+    copy (a linked clone); the snapshot, and a purge of its VM, are refused while the clone uses it."""
+    hv = logged
+    assert hv.vm(**vm_args(hv))['changed']
+    assert snap(hv)['changed']
+    snap_dir = os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1')
+    base = os.path.join(snap_dir, 'disks', 'disk0-root.raw')
+    base_stat = os.stat(base)
+    clone_args = {'name': 'web2', 'clone_from': {'vm': 'web1', 'snapshot': 's1', 'disks': 'overlay'}}
+    out = batch(hv, ('predict', 'cloudhv.ch.ch_vm', clone_args, True), ('clone', 'cloudhv.ch.ch_vm', clone_args),
+                ('again', 'cloudhv.ch.ch_vm', clone_args), ('again-check', 'cloudhv.ch.ch_vm', clone_args, True),
+                ('info', 'cloudhv.ch.ch_vm_info', {'name': 'web2'}))
+    assert out['predict']['changed'] and out['clone']['changed'], out['clone']
+    assert out['clone']['changes'] == out['predict']['changes']
+    assert out['again']['changed'] is False and out['again-check']['changed'] is False, out['again']['changes']
+    overlay = os.path.join(hv.state_dir, 'vms', 'web2', 'root.qcow2')
+    assert [d['path'] for d in out['clone']['vm']['disks']] == [overlay]
+    info = qemu_img_info(overlay)
+    assert info['format'] == 'qcow2' and info['backing-filename'] == base
+    assert info['backing-filename-format'] == 'raw' and info['virtual-size'] == 16 * 1024 * 1024
+    assert os.path.getsize(overlay) < 1024 * 1024          # no data copied
+    vm = out['info']['vms'][0]
+    assert vm['state'] == 'running'
+    [disk] = [d for d in vm['live_config']['disks'] if d['id'] != 'cidata']
+    assert disk['path'] == overlay and disk['image_type'] == 'Qcow2' and disk['backing_files'] is True
+    with open(hv.request_log) as handle:       # the restore itself got the overlay, not the raw copy
+        bodies = [e for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    assert bodies and bodies[-1]['status'] == 204
+    with open(os.path.join(hv.state_dir, 'vms', 'web2', 'clone-source', 'config.json')) as handle:
+        [restored] = [d for d in json.load(handle)['disks'] if d['id'] != 'cidata']
+    assert restored['path'] == overlay and restored['image_type'] == 'Qcow2' and restored['backing_files'] is True
+    # the base is only read
+    assert os.stat(base).st_mtime == base_stat.st_mtime and os.stat(base).st_size == base_stat.st_size
+    # the snapshot, and a purge of its VM, are refused while the clone uses it; nothing is touched
+    files = hv.files()
+    res = snap(hv, state='absent')
+    assert res['_rc'] != 0 and 'web2' in res['msg'] and 'overlay' in res['msg'], res
+    res = hv.vm(name='web1', state='absent', purge=True)
+    assert res['_rc'] != 0 and "purge" in res['msg'] and 'web2' in res['msg'], res
+    assert hv.files() == files and vm_state(hv) == 'running'
+    # once the clone is gone, the snapshot can go
+    assert hv.vm(name='web2', state='absent', purge=True)['changed']
+    assert snap(hv, state='absent')['changed']
+
+
+@pytest.mark.parametrize('clone_from,fragments', [
+    ({'vm': 'web1', 'disks': 'overlay'}, ['clone_from.disks', "fork's snapshot is temporary"]),
+    ({'vm': 'web1', 'snapshot': 's1', 'disks': 'bogus'}, ['disks must be one of: copy, overlay', 'clone_from']),
+])
+def test_linked_clone_refusals(hv, clone_from, fragments):
+    assert hv.vm(**vm_args(hv))['changed']
+    assert snap(hv)['changed']
+    files = hv.files()
+    res = hv.vm(name='web2', clone_from=clone_from)
+    assert res['_rc'] != 0 and all(f in res['msg'] for f in fragments), res
+    assert hv.files() == files
+
+
 def cidata_meta(path):
     import pycdlib
     iso = pycdlib.PyCdlib()
@@ -255,7 +320,7 @@ def test_fork_from_running(logged):
     # no temporary snapshot left anywhere
     assert hv.info('web1')[0]['snapshots'] == []
     assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots'))
-    leftovers = [f for f in hv.files() if '.partial' in f or snapmod.MARKER in f]
+    leftovers = [f for f in hv.files() if '.partial' in f or store.MARKER in f]
     assert leftovers == []
     assert sorted(os.listdir(os.path.join(hv.state_dir, 'vms', 'web2', 'clone-source'))) == \
         ['config.json', 'memory-ranges', 'state.json']
@@ -316,7 +381,7 @@ def test_snapshot_on_a_full_filesystem_fails_cleanly(hv):
         assert not os.path.exists(target)
         assert [f for f in os.listdir(mnt) if f != 'filler'] == []
         assert vm_state(hv) == 'running' and hv.pid('web1') == pid
-        assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', snapmod.MARKER))
+        assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', store.MARKER))
     finally:
         subprocess.run(['umount', '-l', mnt], check=False)
 
@@ -361,7 +426,7 @@ def test_killed_mid_snapshot_is_repaired_by_the_next_run(hv):
     assert any('resume the VM left paused' in c for c in res['changes']), res['changes']
     assert vm_state(hv) == 'running' and hv.pid('web1') == pid
     assert not os.path.exists(partial) and not os.path.exists(final)
-    assert not os.path.exists(snapmod.marker_path(layout, 'web1'))
+    assert not os.path.exists(store.marker_path(layout, 'web1'))
     assert hv.vm(**vm_args(hv))['changed'] is False
 
 
@@ -414,6 +479,6 @@ def test_restore_refused_by_ch_puts_the_disks_back(hv, monkeypatch):
     assert proc_cmdline(pid) is None and hv.pid('web1') is None
     assert vm_state(hv) == 'stopped'
     assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith('.')]
-    assert not os.path.exists(snapmod.marker_path(Layout(hv.state_dir, hv.run_dir), 'web1'))
+    assert not os.path.exists(store.marker_path(Layout(hv.state_dir, hv.run_dir), 'web1'))
     monkeypatch.undo()
     assert hv.vm(**vm_args(hv))['vm']['state'] == 'running'

@@ -15,6 +15,7 @@ import os
 import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
+from ansible_collections.cloudhv.ch.plugins.module_utils import store
 from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
 from tests.reliability.relutil import pid_gone, read_requests, taps, wait_for
 
@@ -64,7 +65,7 @@ def assert_consistent(host, info, states):
             assert host.vmm_pids(name) == [], name
             assert not os.path.exists(host.socket(name)), 'stale socket of %s' % name
             assert not os.path.exists(host.pid_file(name)), 'stale pid file of %s' % name
-        assert not os.path.exists(snapmod.marker_path(host_layout(host), name))
+        assert not os.path.exists(store.marker_path(host_layout(host), name))
     assert taps(host.netns) == expected_taps
 
 
@@ -206,7 +207,7 @@ def test_killed_during_restore(slow, endpoint):
     host.interrupt([{'name': 'restore', 'cloudhv.ch.ch_snapshot': restore}], endpoint,
                    method='GET' if endpoint == 'vmm.ping' else 'PUT')
     assert os.path.exists(disk) and host.record('web1')
-    assert os.path.exists(snapmod.marker_path(host_layout(host), 'web1'))      # killed mid-restore
+    assert os.path.exists(store.marker_path(host_layout(host), 'web1'))      # killed mid-restore
     info = converge(host, args)[1]
     content = read_at(disk, 8)
     assert content in (b'SNAPSHOT', b'LATER---'), content

@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import images
+from ansible_collections.cloudhv.ch.plugins.module_utils import images, spec
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     CloudHVError,
     HostError,
@@ -97,7 +97,7 @@ def _reflink_works(directory):
     ('/x.qcow2/disk', 'raw'),
 ])
 def test_detect_image_type(path, expected):
-    assert images.detect_image_type(path) == expected
+    assert spec.detect_image_type(path) == expected
     assert images.CH_IMAGE_TYPES[expected] in ('Raw', 'Qcow2', 'Vhdx', 'FixedVhd')
 
 
