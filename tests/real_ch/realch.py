@@ -94,6 +94,7 @@ class RealHost(object):
         self.vm_name = 'rt-%s' % suffix
         self.clone_name = 'rt-%s-clone' % suffix
         self.fork_name = 'rt-%s-fork' % suffix
+        self.linked_name = 'rt-%s-linked' % suffix
         net = ipaddress.ip_network(os.environ.get('CH_TEST_SUBNET', '10.213.77.0/24'))
         hosts = list(net.hosts())
         self.gateway = '%s/%d' % (hosts[0], net.prefixlen)
@@ -206,6 +207,8 @@ class RealHost(object):
     def teardown_tasks(self):
         common = {'ignore_errors': True}
         return [
+            dict(common, name='remove the linked clone', **{'cloudhv.ch.ch_vm': {
+                'name': self.linked_name, 'state': 'absent', 'purge': True, 'force': True}}),
             dict(common, name='remove the snapshot', **{'cloudhv.ch.ch_snapshot': dict(
                 self.defaults, vm=self.vm_name, name='s1', state='absent')}),
             dict(common, name='remove the clone', **{'cloudhv.ch.ch_vm': {

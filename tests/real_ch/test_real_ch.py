@@ -163,6 +163,26 @@ def test_clone_from_snapshot(real_host, snapshot_s1):
     assert again['changed'] is False, again.get('changes')
 
 
+def test_linked_clone_from_snapshot(real_host, snapshot_s1):
+    """clone_from.disks=overlay: the clone's disk is a qcow2 overlay on the snapshot's copy (itself
+    an overlay on CH_IMAGE here: a chain of three), restored by the real CH with a changed disk."""
+    host = real_host
+    args = {'name': host.linked_name, 'state': 'running',
+            'clone_from': {'vm': host.vm_name, 'snapshot': 's1', 'disks': 'overlay'}}
+    clone = host.ok('cloudhv.ch.ch_vm', args)
+    assert clone['changed'] is True and clone['vm']['state'] == 'running', clone
+    info = host.info(host.linked_name)
+    assert info['state'] == 'running', info
+    disks = [d for d in info['live_config']['disks'] if d['id'] != 'cidata']
+    assert disks and all(d['image_type'] == 'Qcow2' and d.get('backing_files') for d in disks), disks
+    assert live_vcpus(info) == snapshot_s1['vcpus']
+    refused = host.task('cloudhv.ch.ch_snapshot', dict(host.defaults, vm=host.vm_name, name='s1', state='absent'))
+    assert refused['_rc'] != 0 and host.linked_name in refused['msg'], refused
+    assert host.ok('cloudhv.ch.ch_vm', args)['changed'] is False
+    gone = host.ok('cloudhv.ch.ch_vm', {'name': host.linked_name, 'state': 'absent', 'purge': True})
+    assert gone['changed'] is True
+
+
 def test_fork_running_vm(real_host, guest):
     """clone_from without a snapshot forks the running VM (a temporary snapshot, then a clone)."""
     host = real_host
