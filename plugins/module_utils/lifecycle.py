@@ -514,6 +514,7 @@ class VmManager(object):
             path = _snapmod().standby_path(self.layout, self.name)
             _snapmod().verify(path, _snapmod().standby_manifest(self.layout, self.name) or {}, self.params['binary'],
                               option='state')
+            _snapmod().check_standby_disks(self.layout, self.name, (obs.record or {}).get('spec') or {})
             plan.changes.append('bring the VM back from standby (restore %s in a new VMM)' % path)
             if not self.check_mode:
                 _snapmod().wake(self, paused=(state == 'paused'))

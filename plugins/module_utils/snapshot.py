@@ -485,10 +485,45 @@ def standby_manifest(layout, vm):
         return None
 
 
+STANDBY_DISKS = 'disks-at-standby.json'
+
+
+def _disk_fingerprints(spec):
+    """(path, size, mtime_ns, inode) of the VM's writable disks: what must not change while the
+    VM is in standby (its memory holds their page cache and filesystem state)."""
+    out = []
+    for disk in spec.get('disks') or []:
+        if disk.get('readonly'):
+            continue
+        try:
+            st = os.stat(disk['path'])
+            out.append([disk['path'], st.st_size, st.st_mtime_ns, st.st_ino])
+        except OSError:
+            out.append([disk['path'], None, None, None])
+    return out
+
+
+def check_standby_disks(layout, vm, spec):
+    """Refuse to wake a VM whose writable disks changed (or went) since it went into standby:
+    its restored memory would not match them."""
+    recorded = read_json(os.path.join(standby_path(layout, vm), STANDBY_DISKS))
+    if not isinstance(recorded, list):
+        return       # a standby taken before this check existed
+    now = dict((f[0], f) for f in _disk_fingerprints(spec))
+    changed = [f[0] for f in recorded if now.get(f[0]) != f]
+    if changed:
+        raise StateError("%s changed since %s went into standby: its saved memory no longer matches "
+                         "its disks, so it cannot be resumed from there (state=stopped discards the "
+                         "standby state, then state=running boots it afresh)" % (', '.join(changed), vm),
+                         option='state')
+
+
 def go_standby(mgr, spec, record, run_state):
     """Snapshot the live VM into its own directory (memory and device state), then stop the VMM
-    and remove its taps. Its disks stay where they are: nothing touches them until the VM is
-    brought back. On failure the VM keeps running (or paused) and the record is put back."""
+    and remove its taps. Its disks stay where they are, and are not copied: once the VMM is gone
+    nothing writes them, and their size, mtime and inode are recorded so that waking refuses disks
+    that changed meanwhile (check_standby_disks) - memory and disks stay consistent without a
+    disk copy. On failure the VM keeps running (or paused) and the record is put back."""
     layout, vm = mgr.layout, mgr.name
     dest = standby_path(layout, vm)
     _rmtree(dest)
@@ -499,6 +534,7 @@ def go_standby(mgr, spec, record, run_state):
         layout.write_record(vm, dict(layout.read_record(vm) or record, run_state=run_state))
         raise
     mgr._stop(spec)
+    write_json_atomic(os.path.join(dest, STANDBY_DISKS), _disk_fingerprints(spec))
     clear_marker(layout, vm)
 
 

@@ -43,7 +43,9 @@ options:
         C(<state_dir>/vms/<name>/standby) and stops its VMM, freeing the host's memory while keeping
         the guest's running state; its disks stay untouched where they are. V(running) or V(paused)
         restores it in a new VMM and removes the standby snapshot; V(stopped) discards it.
-        A VM in standby stays there with V(present).
+        A VM in standby stays there with V(present). Its disks are not copied (nothing writes them
+        once the VMM is gone); their size, modification time and inode are recorded, and waking
+        refuses disks that changed meanwhile, since the saved memory would no longer match them.
     type: str
     choices: [running, present, stopped, paused, restarted, absent, standby]
     default: running

@@ -355,6 +355,27 @@ def test_standby_and_back(logged):
     assert hv.vm(**back_args)['changed'] is False
 
 
+def test_standby_refuses_to_wake_on_changed_disks(logged):
+    """Standby keeps the disks in place (no copy); a disk written while the VM sleeps would not
+    match its saved memory, so waking refuses, touches nothing, and stopped + running recovers."""
+    hv = logged
+    assert hv.vm(**vm_args(hv, state='standby'))['_rc'] != 0      # no such VM yet: refused
+    hv.vm(**vm_args(hv, memory='256M'))
+    assert hv.vm(**vm_args(hv, memory='256M', state='standby'))['changed']
+    write_at(disk_path(hv), b'written during standby', offset=4096)
+    files = hv.files()
+    res = hv.vm(**vm_args(hv, memory='256M'))
+    assert res['_rc'] != 0 and disk_path(hv) in res['msg'] and 'standby' in res['msg'], res
+    assert res.get('option') == 'state', res
+    assert hv.pid('web1') is None and hv.files() == files
+    assert vm_state(hv) == 'standby'
+    out = batch(hv, ('discard', 'cloudhv.ch.ch_vm', vm_args(hv, memory='256M', state='stopped')),
+                ('boot', 'cloudhv.ch.ch_vm', vm_args(hv, memory='256M')))
+    assert out['discard']['changed'] and out['boot']['changed'] and out['boot']['vm']['state'] == 'running'
+    assert requests(hv.request_log, hv.pid('web1')) == ['vm.create', 'vm.boot']
+    assert read_at(disk_path(hv), 22, offset=4096) == b'written during standby'
+
+
 def fill(directory):
     """Fill the filesystem of ``directory`` up."""
     with open(os.path.join(directory, 'filler'), 'wb') as handle:
