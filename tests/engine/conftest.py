@@ -11,6 +11,21 @@ sys.path.insert(0, os.path.join(REPO, 'tests', 'simulator'))
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm, proc_cmdline  # noqa: E402
 
 
+# stand-ins for a CH binary that misbehaves (shell bodies)
+EXITS_AT_ONCE = 'echo "error: unexpected argument found: frobnicate" >&2\nexit 3\n'
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    """stand_in(name, body): an executable shell script playing a broken CH binary; its path."""
+    def make(name, body):
+        path = tmp_path / name
+        path.write_text('#!/bin/sh\n' + body)
+        path.chmod(0o755)
+        return str(path)
+    return make
+
+
 @pytest.fixture(scope='session')
 def sim_binary(tmp_path_factory):
     from install import install_launcher

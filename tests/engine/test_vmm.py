@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline, process_gone, running_pid
 
+from tests.engine.conftest import EXITS_AT_ONCE
 from tests.support.sim import sim_env
 
 
@@ -35,11 +36,8 @@ def test_launch_is_detached_and_recorded(make_vmm):
     assert 'path=%s' % vmm.socket_path in argv
 
 
-def test_launch_of_a_binary_that_exits_at_once_shows_the_log_tail(make_vmm, tmp_path):
-    bad = tmp_path / 'bad-ch'
-    bad.write_text('#!/bin/sh\necho "error: unexpected argument found: frobnicate" >&2\nexit 3\n')
-    bad.chmod(0o755)
-    vmm = make_vmm(binary=str(bad))
+def test_launch_of_a_binary_that_exits_at_once_shows_the_log_tail(make_vmm, stand_in):
+    vmm = make_vmm(binary=stand_in('bad-ch', EXITS_AT_ONCE))
     started = time.monotonic()
     with pytest.raises(VmmError) as err:
         vmm.launch(start_timeout=30)

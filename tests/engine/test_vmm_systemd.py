@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm, proc_cmdline, unit_name
 
+from tests.engine.conftest import EXITS_AT_ONCE
 from tests.support.fake_systemd import FakeSystemd
 from tests.support.sim import sim_env
 
@@ -169,11 +170,8 @@ def test_failing_systemd_run_passes_its_message_through(make_unit_vmm, fake, mon
     assert not os.path.exists(vmm.pid_file)
 
 
-def test_vmm_exiting_at_once_shows_the_log_tail(make_unit_vmm, fake, tmp_path):
-    bad = tmp_path / 'bad-ch'
-    bad.write_text('#!/bin/sh\necho "error: unexpected argument found: frobnicate" >&2\nexit 3\n')
-    bad.chmod(0o755)
-    vmm = make_unit_vmm(binary=str(bad))
+def test_vmm_exiting_at_once_shows_the_log_tail(make_unit_vmm, fake, stand_in):
+    vmm = make_unit_vmm(binary=stand_in('bad-ch', EXITS_AT_ONCE))
     started = time.monotonic()
     with pytest.raises(VmmError) as err:
         vmm.launch(start_timeout=30)
@@ -183,11 +181,8 @@ def test_vmm_exiting_at_once_shows_the_log_tail(make_unit_vmm, fake, tmp_path):
     assert not os.path.exists(vmm.pid_file)
 
 
-def test_vmm_exiting_during_the_wait_shows_the_log_tail(make_unit_vmm, fake, tmp_path):
-    slow = tmp_path / 'slow-ch'
-    slow.write_text('#!/bin/sh\nsleep 1.5\necho "error: KVM is not available" >&2\nexit 1\n')
-    slow.chmod(0o755)
-    vmm = make_unit_vmm(binary=str(slow))
+def test_vmm_exiting_during_the_wait_shows_the_log_tail(make_unit_vmm, fake, stand_in):
+    vmm = make_unit_vmm(binary=stand_in('slow-ch', 'sleep 1.5\necho "error: KVM is not available" >&2\nexit 1\n'))
     with pytest.raises(VmmError) as err:
         vmm.launch(start_timeout=30)
     assert 'KVM is not available' in err.value.msg and 'exited' in err.value.msg
@@ -195,11 +190,8 @@ def test_vmm_exiting_during_the_wait_shows_the_log_tail(make_unit_vmm, fake, tmp
     assert fake.unit(UNIT) is None
 
 
-def test_timeout_kills_and_stops_the_unit(make_unit_vmm, fake, tmp_path):
-    mute = tmp_path / 'mute-ch'
-    mute.write_text('#!/bin/sh\necho "waiting forever"\nexec sleep 60\n')
-    mute.chmod(0o755)
-    vmm = make_unit_vmm(binary=str(mute))
+def test_timeout_kills_and_stops_the_unit(make_unit_vmm, fake, stand_in):
+    vmm = make_unit_vmm(binary=stand_in('mute-ch', 'echo "waiting forever"\nexec sleep 60\n'))
     with pytest.raises(VmmError) as err:
         vmm.launch(start_timeout=1)
     assert 'did not answer' in err.value.msg and 'waiting forever' in err.value.msg
