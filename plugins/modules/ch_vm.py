@@ -94,10 +94,10 @@ options:
         description:
           - How the clone gets its writable disks.
           - V(copy) gives it its own full copies (reflink where the filesystem can, sparse copy
-            otherwise): independent of the snapshot, which can be deleted later.
+            otherwise), independent of the snapshot, which can be deleted later.
           - V(overlay) makes each one a qcow2 overlay (C(<disk name>.qcow2), O(disks[].backing_file))
             on the snapshot's copy of the disk - a linked clone. Near-instant on any filesystem and
-            small on disk, but the snapshot must stay: M(cloudhv.ch.ch_snapshot) refuses to delete it,
+            small on disk, but the snapshot must stay; M(cloudhv.ch.ch_snapshot) refuses to delete it,
             and O(purge) refuses to remove its VM, while a clone uses it. Needs raw or qcow2 source
             disks and a named snapshot (not a fork of a running VM).
         type: str
