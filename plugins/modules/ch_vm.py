@@ -446,6 +446,25 @@ EXAMPLES = r'''
       vm: web1
       snapshot: before-upgrade
 
+- name: Linked clones - qcow2 overlays on the snapshot's disk copies, near-instant, the snapshot must stay
+  cloudhv.ch.ch_vm:
+    name: "ci-runner-{{ item }}"
+    clone_from:
+      vm: golden
+      snapshot: ready
+      disks: overlay
+  loop: [1, 2, 3]
+
+- name: Run the VMM as a transient systemd unit, so it survives the end of an ansible-pull run
+  cloudhv.ch.ch_vm:
+    name: web4
+    kernel: /var/lib/images/vmlinux
+    cmdline: console=ttyS0 root=/dev/vda
+    disks:
+      - path: /var/lib/cloudhv/vms/web4/root.raw
+        size: 4G
+    launcher: systemd
+
 - name: Free the host's memory but keep the guest's state; state=running brings it back
   cloudhv.ch.ch_vm:
     name: web1
