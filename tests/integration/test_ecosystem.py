@@ -35,8 +35,10 @@ COMMAND_PACKAGES = {
     'nft': {'dpkg': 'nftables', 'rpm': 'nftables'},
     'ip': {'dpkg': 'iproute2', 'rpm': 'iproute'},
 }
-# Provided by the collection's install role or the user, never by a distribution package.
-NOT_PACKAGED = {'cloud-hypervisor', 'ch-remote'}
+# Provided by the collection's install role or the user, never by a distribution package; and
+# systemd's own tools, used only with launcher=systemd / autostart, which need a host booted with
+# systemd (part of its init system: nothing an execution environment or the collection installs).
+NOT_PACKAGED = {'cloud-hypervisor', 'ch-remote', 'systemctl', 'systemd-run'}
 
 
 def _path(*parts):

@@ -173,7 +173,6 @@ CASES = [
     Case('vm2', 'vm-state-choice', 'vm', 'new', {'state': 'on'}, 'state', 'on'),
     Case('vm2', 'vm-serial-and-console-tty', 'vm', 'new', {'serial': 'tty', 'console': 'tty'}, 'console', 'tty'),
     Case('vm2', 'vm-run-dir-too-long', 'vm', 'new', {'run_dir': '{tmp}/' + 'r' * 100}, 'run_dir', '108'),
-    Case('vm2', 'vm-launcher-systemd', 'vm', 'new', {'launcher': 'systemd'}, 'launcher', 'systemd'),
     Case('vm2', 'vm-clone-from-ghost', 'vm', 'new', {'kernel': DROP, 'clone_from': {'vm': 'ghost'}},
          'clone_from.vm', 'ghost'),
     Case('vm2', 'vm-clone-snapshot-traversal', 'vm', 'new',
