@@ -50,6 +50,9 @@ def render_unit(vm, binary, ch_remote, socket_path, vmconfig, taps, stop_timeout
         '',
         '[Service]',
         'Type=simple',
+        # what the VMM creates (sockets, serial log, snapshot files) is its owner's only, as with
+        # a launch by ch_vm (vmm.VMM_UMASK)
+        'UMask=0177',
         # a stale socket from an unclean shutdown would make CH <= v52 fail at start
         'ExecStartPre=/bin/rm -f %s' % shlex.quote(socket_path),
     ]

@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import autostart
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import VMM_UMASK
 
 ARGS = {'binary': '/usr/local/bin/cloud-hypervisor', 'ch_remote': '/usr/local/bin/ch-remote',
         'socket_path': '/run/cloudhv/web1.sock', 'stop_timeout': 45,
@@ -27,6 +28,7 @@ def test_render_unit_recreates_taps_and_boots_from_vmconfig():
     assert 'TimeoutStopSec=45' in lines
     assert 'ExecStopPost=-/sbin/ip link del chvba9876543210' in lines
     assert 'WantedBy=multi-user.target' in lines
+    assert 'UMask=%04o' % VMM_UMASK in lines          # the same as a launch by ch_vm
 
 
 @pytest.fixture
