@@ -18,7 +18,7 @@ import shlex
 import subprocess
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
-from ansible_collections.cloudhv.ch.plugins.module_utils.store import write_json_atomic
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import read_text, write_json_atomic
 
 UNIT_DIR = '/etc/systemd/system'
 
@@ -79,14 +79,6 @@ def render_unit(vm, binary, ch_remote, socket_path, vmconfig, taps, stop_timeout
     return '\n'.join(lines)
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
-
-
 def _systemctl(systemctl, *args):
     proc = subprocess.run([systemctl] + list(args), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -118,11 +110,11 @@ def converge(vm, enabled, vm_dir, config=None, unit_args=None, check_mode=False,
                         % pid1_name(), option='autostart')
     text = render_unit(vm, vmconfig=vmconfig, **unit_args)
     config_text = json.dumps(config, indent=2, sort_keys=True) + '\n'
-    if _read(vmconfig) != config_text:
+    if read_text(vmconfig) != config_text:
         changes.append('store the boot-time VM config %s' % vmconfig)
         if not check_mode:
             write_json_atomic(vmconfig, config)
-    if _read(unit_path) != text:
+    if read_text(unit_path) != text:
         changes.append('write the autostart unit %s' % unit_path)
         if not check_mode:
             tmp = unit_path + '.tmp'

@@ -12,21 +12,13 @@ import os
 import re
 import subprocess
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout, read_text
 
 FIRMWARE_FILES = ('hypervisor-fw', 'CLOUDHV.fd', 'CLOUDHV_EFI.fd')
 # KVM vendor modules and where they keep their nested-virtualization switch.
 NESTED_PARAMS = {'kvm_intel': '/sys/module/kvm_intel/parameters/nested',
                  'kvm_amd': '/sys/module/kvm_amd/parameters/nested'}
 VERSION_RE = re.compile(r'v?(\d+\.\d+(?:\.\d+)?)')
-
-
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
 
 
 def device_facts(path):
@@ -50,7 +42,7 @@ def nested_facts(modules, sys_module='/sys/module'):
     for mod in ('kvm_intel', 'kvm_amd'):
         if mod in modules:
             path = os.path.join(sys_module, mod, 'parameters', 'nested')
-            value = _read(path)
+            value = read_text(path)
             if value is None:
                 return None, '%s is loaded but %s cannot be read' % (mod, path)
             value = value.strip()
@@ -66,7 +58,7 @@ def nested_facts(modules, sys_module='/sys/module'):
 
 
 def cpu_flags(cpuinfo='/proc/cpuinfo'):
-    text = _read(cpuinfo) or ''
+    text = read_text(cpuinfo) or ''
     flags = set()
     for line in text.splitlines():
         if line.startswith('flags') or line.startswith('Features'):
@@ -77,7 +69,7 @@ def cpu_flags(cpuinfo='/proc/cpuinfo'):
 
 def meminfo(path='/proc/meminfo'):
     out = {}
-    for line in (_read(path) or '').splitlines():
+    for line in (read_text(path) or '').splitlines():
         key, _sep, rest = line.partition(':')
         parts = rest.split()
         if parts:

@@ -87,6 +87,15 @@ def fsync_dir(directory):
         os.close(dfd)
 
 
+def read_text(path):
+    """A small file's text (under /proc, /sys, /etc), or None if it cannot be read."""
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
+
+
 def read_json(path):
     try:
         with open(path) as handle:
