@@ -91,6 +91,44 @@ def _rule(comment, *expr):
     return {'comment': comment, 'expr': list(expr)}
 
 
+def canonical_ports(intervals):
+    """Port intervals [(first, last)] -> the canonical sorted list of an allow entry: overlapping
+    and adjacent intervals merged (nft merges them in an interval set too), single ports as ints,
+    ranges as 'first-last' strings."""
+    merged = []
+    for first, last in sorted(intervals):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return [first if first == last else '%d-%d' % (first, last) for first, last in merged]
+
+
+def _parse_port(port):
+    """A canonical port entry (443 or '8000-8100') -> (first, last)."""
+    if isinstance(port, str) and '-' in port:
+        first, last = port.split('-', 1)
+        return int(first), int(last)
+    return int(port), int(port)
+
+
+def _nft_port(port):
+    first, last = _parse_port(port)
+    return first if first == last else {'range': [first, last]}
+
+
+def _decode_ports(right):
+    items = right['set'] if isinstance(right, dict) and 'set' in right else [right]
+    intervals = []
+    for item in items:
+        if isinstance(item, dict):
+            first, last = item['range']
+            intervals.append((int(first), int(last)))
+        else:
+            intervals.append((int(item), int(item)))
+    return canonical_ports(intervals)
+
+
 def allow_rule(bridge, entry):
     """The accept rule of one normalized egress allow entry {dest, proto, ports}."""
     dest = ipaddress.ip_network(entry['dest'])
@@ -99,7 +137,8 @@ def allow_rule(bridge, entry):
     proto = entry.get('proto')
     ports = list(entry.get('ports') or [])
     if proto in ('tcp', 'udp') and ports:
-        expr.append(_payload(proto, 'dport', ports[0] if len(ports) == 1 else {'set': sorted(ports)}))
+        nft_ports = [_nft_port(p) for p in ports]
+        expr.append(_payload(proto, 'dport', nft_ports[0] if len(nft_ports) == 1 else {'set': nft_ports}))
     elif proto in ('tcp', 'udp'):
         expr.append(_meta('l4proto', proto))
     elif proto == 'icmp':
@@ -253,8 +292,7 @@ def decode_allow(expr):
                 entry['dest'] = str(_decode_network(match['right']))
             elif payload.get('field') == 'dport' and payload.get('protocol') in ('tcp', 'udp'):
                 entry['proto'] = payload['protocol']
-                right = match['right']
-                entry['ports'] = sorted(right['set']) if isinstance(right, dict) else [int(right)]
+                entry['ports'] = _decode_ports(match['right'])
             else:
                 return None
     except (KeyError, TypeError, ValueError, AttributeError):

@@ -94,19 +94,33 @@ def normalize_allow(entry, index):
         raise OptionError(option + '.proto', "%r is not one of %s" % (proto, ', '.join(PROTOS)))
     ports = entry.get('ports') or []
     if not isinstance(ports, list):
-        raise OptionError(option + '.ports', "must be a list of port numbers")
-    clean = set()
-    for port in ports:
-        try:
-            number = int(port)
-        except (TypeError, ValueError):
-            number = None
-        if number is None or isinstance(port, bool) or not 1 <= number <= 65535 or str(number) != str(port).strip():
-            raise OptionError(option + '.ports', "%r is not a port number (1-65535)" % (port,))
-        clean.add(number)
-    if clean and proto not in ('tcp', 'udp'):
+        raise OptionError(option + '.ports', "must be a list of port numbers or ranges (443, '8000-8100')")
+    intervals = [_port_interval(port, option + '.ports') for port in ports]
+    if intervals and proto not in ('tcp', 'udp'):
         raise OptionError(option + '.ports', "ports need proto tcp or udp (got %s)" % (proto or 'no proto',))
-    return {'dest': dest, 'proto': proto, 'ports': sorted(clean)}
+    return {'dest': dest, 'proto': proto, 'ports': fw.canonical_ports(intervals)}
+
+
+def _port_number(text):
+    text = text.strip()
+    if not text.isdigit() or str(int(text)) != text or not 1 <= int(text) <= 65535:
+        return None
+    return int(text)
+
+
+def _port_interval(port, option):
+    """443, '443' or '8000-8100' -> (first, last)."""
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
+        raise OptionError(option, "%r is not a port number (1-65535) or range ('8000-8100')" % (port,))
+    text = str(port)
+    first, sep, last = text.partition('-')
+    first = _port_number(first)
+    last = _port_number(last) if sep else first
+    if first is None or last is None:
+        raise OptionError(option, "%r is not a port number (1-65535) or range ('8000-8100')" % (port,))
+    if last < first:
+        raise OptionError(option, "range %r ends before it starts" % (port,))
+    return first, last
 
 
 def normalize_egress(egress):

@@ -114,8 +114,10 @@ options:
           ports:
             description:
               - Destination ports (with O(egress.allow[].proto=tcp) or O(egress.allow[].proto=udp)). Empty means all ports.
+              - Each is a port number (V(443)) or an inclusive range (V(8000-8100)). Overlapping and adjacent
+                entries are merged, so RV(network.egress) may list them differently from the task.
             type: list
-            elements: int
+            elements: raw
             default: []
   prune_taps:
     description:
@@ -312,7 +314,7 @@ def main():
                 allow=dict(type='list', elements='dict', default=[], options=dict(
                     dest=dict(type='str', required=True),
                     proto=dict(type='str', choices=['tcp', 'udp', 'icmp']),
-                    ports=dict(type='list', elements='int', default=[]),
+                    ports=dict(type='list', elements='raw', default=[]),
                 )),
             )),
             prune_taps=dict(type='bool', default=False),

@@ -44,6 +44,26 @@ def test_egress_allow_list(topo, namespaces, engine_factory):
     assert connect(topo.vm, topo.OUT_IP, 9090) == topo.UPLINK_IP
 
 
+def test_egress_port_ranges(topo, namespaces, engine_factory):
+    """Ranges go into nft as intervals; what nft lists back decodes to the same entry, so a second
+    run (and the same ports written as adjacent single ports) changes nothing."""
+    engine = engine_factory(topo.host)
+    namespaces.serve(topo.out, 8080, 8081, 9090)
+    _up(topo, engine)
+    topo.plug_vm()
+    egress = {'default': 'drop', 'allow': [{'dest': topo.OUT_IP + '/32', 'proto': 'tcp', 'ports': ['8080-8081', 22]}]}
+    res = _up(topo, engine, egress=egress)
+    assert res['changed'] is True
+    assert res['network']['egress']['allow'][0]['ports'] == [22, '8080-8081']
+    assert connect(topo.vm, topo.OUT_IP, 8080) == topo.UPLINK_IP
+    assert connect(topo.vm, topo.OUT_IP, 8081) == topo.UPLINK_IP
+    assert connect(topo.vm, topo.OUT_IP, 9090) is None
+    assert '8080-8081' in sh('nft', 'list', 'table', 'inet', 'cloudhv', ns=topo.host).stdout
+    assert _up(topo, engine, egress=egress)['changed'] is False
+    same = {'default': 'drop', 'allow': [{'dest': topo.OUT_IP + '/32', 'proto': 'tcp', 'ports': [8081, 22, 8080]}]}
+    assert _up(topo, engine, egress=same)['changed'] is False
+
+
 def test_egress_drop_still_answers_inbound(topo, namespaces, engine_factory):
     """Replies of the VM to connections made to it are not egress traffic."""
     engine = engine_factory(topo.host)

@@ -78,6 +78,12 @@ def ops(result):
      'egress.allow[0].ports', 'tcp or udp'),
     ({'egress': {'default': 'drop', 'allow': [{'dest': '::/0', 'proto': 'tcp', 'ports': [70000]}]}},
      'egress.allow[0].ports', '1-65535'),
+    ({'egress': {'default': 'drop', 'allow': [{'dest': '::/0', 'proto': 'tcp', 'ports': ['9000-8000']}]}},
+     'egress.allow[0].ports', 'ends before it starts'),
+    ({'egress': {'default': 'drop', 'allow': [{'dest': '::/0', 'proto': 'tcp', 'ports': ['80-x']}]}},
+     'egress.allow[0].ports', "range ('8000-8100')"),
+    ({'egress': {'default': 'drop', 'allow': [{'dest': '::/0', 'proto': 'tcp', 'ports': [True]}]}},
+     'egress.allow[0].ports', 'not a port number'),
 ])
 def test_bad_options(params, option, words):
     with pytest.raises(OptionError) as info:
@@ -287,3 +293,24 @@ def test_foreign_rules_do_not_decode_as_allow_entries():
     assert fw.decode_allow([{'match': {'op': '==', 'left': {'payload': {'protocol': 'th', 'field': 'dport'}},
                                        'right': 22}}, {'accept': None}]) is None
     assert fw.decode_allow([{'meta': {'key': 'nftrace', 'value': 1}}]) is None
+
+
+def test_port_ranges_are_canonical_and_round_trip():
+    want = desired(egress={'default': 'drop', 'allow': [
+        {'dest': '10.0.0.0/8', 'proto': 'tcp', 'ports': ['8000-8100', 443, '8050-8200', 8201, '22', 80, 81]}]})
+    ports = want['egress']['allow'][0]['ports']
+    assert ports == [22, '80-81', 443, '8000-8201']       # adjacent ports merge, like nft's interval sets
+    rule = fw.allow_rule('br0', want['egress']['allow'][0])
+    [dport] = [e for e in rule['expr'] if 'match' in e and e['match']['left'].get('payload', {}).get('field') == 'dport']
+    assert dport['match']['right'] == {'set': [22, {'range': [80, 81]}, 443, {'range': [8000, 8201]}]}
+    assert fw.decode_allow(rule['expr']) == want['egress']['allow'][0]
+    # a single range is not a set; nft's own listing of an interval set decodes to the same entry
+    one = desired(egress={'default': 'drop', 'allow': [{'dest': '::/0', 'proto': 'udp', 'ports': ['5000-5010']}]})
+    entry = one['egress']['allow'][0]
+    rule = fw.allow_rule('br0', entry)
+    assert {'range': [5000, 5010]} in [e['match']['right'] for e in rule['expr'] if 'match' in e]
+    assert fw.decode_allow(rule['expr']) == entry
+    listed = list(rule['expr'])
+    listed[-2] = {'match': {'op': '==', 'left': {'payload': {'protocol': 'udp', 'field': 'dport'}},
+                            'right': {'set': [{'range': [5000, 5004]}, {'range': [5005, 5010]}]}}}
+    assert fw.decode_allow(listed) == entry
