@@ -7,7 +7,8 @@ Everything can run inside a named network namespace (``Netlink(netns='tenant1')`
 namespace being ``/run/netns/tenant1`` as created by ``ip netns add``):
 
 * netlink requests go through one pyroute2 ``IPRoute`` handle whose socket pyroute2 opens
-  inside the namespace (``IPRoute(netns=..., flags=0)``: never creates a missing namespace);
+  inside the namespace (``IPRoute(netns=..., flags=0)``: never creates a missing namespace;
+  pyroute2 < 0.7.3, which has no ``netns`` argument, opens it while the thread is inside);
 * two things are not netlink and depend on the namespace of the calling *thread* when they are
   opened: ``/dev/net/tun`` (a tap is created in the namespace the tun file was opened in) and
   ``/proc/sys/net/...`` (the sysctl tree is the opener's namespace's). For those the calling
@@ -222,8 +223,14 @@ class Netlink(object):
                 if not os.path.exists(netns_path(self.netns)):
                     raise OptionError('netns', "no network namespace named %r (%s does not exist)"
                                       % (self.netns, netns_path(self.netns)))
-                # flags=0: pyroute2 would otherwise create a missing namespace
-                self._ipr = iproute(netns=self.netns, flags=0)
+                try:
+                    # flags=0: pyroute2 would otherwise create a missing namespace
+                    self._ipr = iproute(netns=self.netns, flags=0)
+                except TypeError:
+                    # pyroute2 < 0.7.3 (Debian 12 has 0.7.2) has no netns argument; its IPRoute
+                    # opens its socket in __init__, on this thread, which keeps the namespace
+                    with in_netns(self.netns):
+                        self._ipr = iproute()
             else:
                 self._ipr = iproute()
         return self
