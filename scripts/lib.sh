@@ -29,6 +29,22 @@ ensure_debs() {
   fi
 }
 
+# Debian's own Python and its packaged libraries, as a managed Debian 12 host has them: the
+# module tests run once more with them (scripts/test.sh), so requirements.txt's lower bounds are
+# tested, not guessed. Returns 1 (and says why) where /usr/bin/python3 or the packages are missing.
+SYSTEM_PY=/usr/bin/python3
+ensure_system_python_libs() {
+  [ -x "$SYSTEM_PY" ] || { echo "no $SYSTEM_PY"; return 1; }
+  if "$SYSTEM_PY" -c 'import httpx, pyroute2, pycdlib, yaml' >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then echo "cannot apt-get install"; return 1; fi
+  echo ">> installing Debian packages: python3-httpx python3-pyroute2 python3-pycdlib python3-yaml"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends python3-httpx python3-pyroute2 python3-pycdlib python3-yaml \
+    >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-httpx \
+    python3-pyroute2 python3-pycdlib python3-yaml >/dev/null; } || { echo "apt-get install failed"; return 1; }
+  "$SYSTEM_PY" -c 'import httpx, pyroute2, pycdlib, yaml' || { echo "still not importable"; return 1; }
+}
+
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256"
   local want

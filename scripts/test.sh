@@ -11,5 +11,18 @@ echo ">> ansible-test sanity"
 bash "$REPO/tests/sanity/run.sh"
 echo ">> ansible-lint --profile production"
 "$VENV/bin/ansible-lint" --profile production -q
+if [ "$#" -eq 0 ]; then
+  # The modules once more on Debian's own Python and packaged libraries (the lower bounds of
+  # requirements.txt), before the full run whose closing line CI reads.
+  if why="$(ensure_system_python_libs)"; then
+    echo ">> pytest, modules on $SYSTEM_PY with Debian's python3-httpx/-pyroute2/-pycdlib"
+    CLOUDHV_TEST_MODULE_PYTHON="$SYSTEM_PY" "$PY" -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider \
+      tests/integration/test_ch_vm.py tests/integration/test_ch_snapshot.py tests/integration/test_ch_vm_launcher.py \
+      tests/integration/test_ch_host_info.py tests/network/test_vm_integration.py \
+      tests/roles/test_install.py::test_install_check_mode_then_install_then_nothing_to_do
+  else
+    echo ">> NOT RUN: the module tests on Debian's own Python ($why)"
+  fi
+fi
 echo ">> pytest"
 exec "$PY" -m pytest -n 2 --dist loadgroup -p no:cacheprovider "$@" tests

@@ -9,7 +9,7 @@ JSON request on stdin and prints JSON on stdout:
 - the target-side dependencies of the modules and a plan to install what is missing;
 - the digest and mode of each file the role installs, to compare with the pins.
 
-Request: {"requirements": {"httpx": "0.27", ...},   Python libraries and their minimum versions
+Request: {"requirements": {"httpx": "0.23.3", ...},   Python libraries and their minimum versions
           "tools": ["qemu-img", "nft", "ip"],         commands the modules run
           "packages": {"qemu-img": "qemu-utils", "httpx": "python3-httpx", ...},
           "method": "auto" | "distro" | "pip" | "none",
