@@ -20,6 +20,15 @@ if [ "$#" -eq 0 ]; then
       tests/integration/test_ch_vm.py tests/integration/test_ch_snapshot.py tests/integration/test_ch_vm_launcher.py \
       tests/integration/test_ch_host_info.py tests/network/test_vm_integration.py \
       tests/roles/test_install.py::test_install_check_mode_then_install_then_nothing_to_do
+    debian_venv="$REPO/build/debian-venv"   # Debian's packages plus pytest only
+    if [ -x "$debian_venv/bin/python" ] || "$SYSTEM_PY" -m venv --system-site-packages "$debian_venv"; then
+      echo ">> pytest, the netlink/nftables engine in-process on $SYSTEM_PY with Debian's python3-pyroute2"
+      "$debian_venv/bin/python" -m pip install -q --disable-pip-version-check "pytest>=8.0,<9.2" "pytest-xdist>=3.5"
+      "$debian_venv/bin/python" -m pytest -q -n 2 -p no:cacheprovider \
+        tests/network/test_nat.py tests/network/test_filtering.py tests/network/test_prune.py tests/network/test_taps.py
+    else
+      echo ">> NOT RUN: the engine tests on Debian's own Python (no venv module for $SYSTEM_PY)"
+    fi
   else
     echo ">> NOT RUN: the module tests on Debian's own Python ($why)"
   fi
