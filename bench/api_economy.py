@@ -10,10 +10,9 @@ import collections
 import os
 import subprocess
 import sys
-import tempfile
 
-from common import REPO, machine, simulator
-from harness import (Cleanup, adhoc, ansible_env, kill_pids_under, load_line, need_root, read_requests,
+from common import REPO, machine
+from harness import (Cleanup, adhoc, ansible_env, bench_host, load_line, need_root, read_requests,
                      target_python, timed)
 
 # (label, module, args, expected ad hoc status, the fewest requests CH's API allows, why)
@@ -51,13 +50,7 @@ def main():
     cleanup = Cleanup()
     rows = []
     try:
-        work = tempfile.mkdtemp(prefix='chb-eco-')
-        cleanup.rmtree(work)
-        cleanup.add(kill_pids_under, work)
-        binary = simulator(work)
-        kernel = os.path.join(work, 'vmlinux')
-        with open(kernel, 'w') as handle:
-            handle.write('stand-in kernel')
+        work, binary, kernel = bench_host('chb-eco-', cleanup)
         log = os.path.join(work, 'requests.jsonl')
         env = ansible_env(target_python(), CHSIM_REQUEST_LOG=log)
         common = {'binary': binary, 'state_dir': os.path.join(work, 's'), 'run_dir': os.path.join(work, 'r')}

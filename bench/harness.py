@@ -1,4 +1,4 @@
-"""Helpers for the issue-7 benchmarks (peer_libvirt.py, scale.py, api_economy.py, multihost.py):
+"""Helpers for the benchmarks (noop.py, profile_noop.py, peer_libvirt.py, scale.py, api_economy.py, multihost.py):
 running Ansible the way a user does, reading the simulator's request log, installing missing
 Debian packages, and cleaning up on every way out (including SIGTERM/SIGHUP).
 """
@@ -9,15 +9,32 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
-from common import COLLECTIONS, REPO, setup_paths
+from common import COLLECTIONS, REPO, setup_paths, simulator
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))     # the venv that runs the benchmark
 BUILD = os.path.join(REPO, 'build')
 BENCH_COLLECTIONS = os.path.join(BUILD, 'bench-collections')
 TARGET_VENV = os.path.join(BUILD, 'target-venv')
 CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
+# The tasks of a play that converges `cloudhv_vms` with a ch_vm loop (what the vms role does,
+# for when it is not there); scale.py and multihost.py put their own play header on top.
+CH_VM_LOOP_TASKS = """  tasks:
+    - name: Converge the VMs
+      cloudhv.ch.ch_vm:
+        name: "{{ item.name }}"
+        state: "{{ item.state | default(omit) }}"
+        purge: "{{ item.purge | default(omit) }}"
+        kernel: "{{ item.kernel | default(omit) }}"
+        binary: "{{ cloudhv_binary }}"
+        state_dir: "{{ cloudhv_state_dir }}"
+        run_dir: "{{ cloudhv_run_dir }}"
+      loop: "{{ cloudhv_vms }}"
+      loop_control:
+        label: "{{ item.name }}"
+"""
 
 
 def need_root():
@@ -155,6 +172,25 @@ class Cleanup(object):
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+
+
+def bench_host(prefix, cleanup):
+    """A temp work dir (removed by `cleanup`, which also kills what runs from it) holding the CH
+    simulator and a stand-in kernel: returns (work, binary, kernel)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    cleanup.rmtree(work)
+    cleanup.add(kill_pids_under, work)
+    binary = simulator(work)
+    kernel = os.path.join(work, 'vmlinux')
+    with open(kernel, 'w') as handle:
+        handle.write('stand-in kernel')
+    return work, binary, kernel
+
+
+def no_validation_spec(work):
+    """A CHSIM_SPEC that points nowhere: the simulator then skips validating request bodies
+    against the OpenAPI spec (a start-up cost real CH does not have)."""
+    return os.path.join(work, 'no-spec-so-no-validation.yaml')
 
 
 def stop_process(proc, timeout=10):

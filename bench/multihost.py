@@ -27,12 +27,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import REPO, machine, simulator
-from harness import (Cleanup, ansible_env, apt_install, kill_pids_under, load_line, need_root, playbook,
-                     stop_process, target_python, timed)
+from common import REPO, machine
+from harness import (CH_VM_LOOP_TASKS, Cleanup, ansible_env, apt_install, bench_host, kill_pids_under, load_line,
+                     need_root, no_validation_spec, playbook, stop_process, target_python, timed)
 
 HOSTS = 8
 FORKS = (1, 2, 4, 8)
@@ -49,20 +48,8 @@ PLAY_LOOP = """- hosts: all
   gather_facts: false
   environment:
     CHSIM_SPEC: "{{ chsim_spec }}"
-  tasks:
-    - name: Converge the VMs
-      cloudhv.ch.ch_vm:
-        name: "{{ item.name }}"
-        state: "{{ item.state | default(omit) }}"
-        purge: "{{ item.purge | default(omit) }}"
-        kernel: "{{ item.kernel | default(omit) }}"
-        binary: "{{ cloudhv_binary }}"
-        state_dir: "{{ cloudhv_state_dir }}"
-        run_dir: "{{ cloudhv_run_dir }}"
-      loop: "{{ cloudhv_vms }}"
-      loop_control:
-        label: "{{ item.name }}"
-"""
+""" + CH_VM_LOOP_TASKS
+
 
 SSHD_CONFIG = """Port 22
 ListenAddress {address}
@@ -241,13 +228,7 @@ def main():
     cleanup = Cleanup()
     samples = dict(((f, step), []) for f in FORKS for step in ('converge', 'no-change', 'remove'))
     try:
-        work = tempfile.mkdtemp(prefix='chb-mh-')
-        cleanup.rmtree(work)
-        cleanup.add(kill_pids_under, work)          # simulators and ssh control masters
-        binary = simulator(work)
-        kernel = os.path.join(work, 'vmlinux')
-        with open(kernel, 'w') as handle:
-            handle.write('stand-in kernel')
+        work, binary, kernel = bench_host('chb-mh-', cleanup)
         python = target_python()
         env = ansible_env(python, ANSIBLE_PIPELINING='True', ANSIBLE_SSH_CONTROL_PATH_DIR=os.path.join(work, 'cp'),
                           ANSIBLE_SSH_ARGS='-o ControlMaster=auto -o ControlPersist=900s -o UserKnownHostsFile=/dev/null '
@@ -262,7 +243,7 @@ def main():
         def vars_file(filename='vars.json', **extra):
             path = os.path.join(work, filename)
             with open(path, 'w') as handle:
-                json.dump({'chsim_spec': os.path.join(work, 'no-spec-so-no-validation.yaml'),
+                json.dump({'chsim_spec': no_validation_spec(work),
                            'cloudhv_vms': [dict(dict(name='vm%d' % i, kernel=kernel), **extra)
                                            for i in range(per_host)]}, handle)
             return ['-e', '@' + path]

@@ -11,13 +11,11 @@ Run: .venv/bin/python bench/noop.py [rounds]
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
-from common import REPO, machine, median_ms, simulator
-from harness import ansible_env, target_python, timed, timed_cpu
+from common import REPO, machine, median_ms
+from harness import Cleanup, ansible_env, bench_host, target_python, timed, timed_cpu
 
 HOSTS = 8
 
@@ -26,11 +24,8 @@ BIN = os.path.dirname(sys.executable)
 
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    work = tempfile.mkdtemp(prefix='chv-bench-')
-    binary = simulator(work)
-    kernel = os.path.join(work, 'vmlinux')
-    with open(kernel, 'w') as handle:
-        handle.write('stand-in kernel')
+    cleanup = Cleanup()
+    work, binary, kernel = bench_host('chv-bench-', cleanup)
     req_log = os.path.join(work, 'requests.jsonl')
     env = ansible_env(target_python(), CHSIM_REQUEST_LOG=req_log)
     state, run = os.path.join(work, 's'), os.path.join(work, 'r')
@@ -89,7 +84,7 @@ def main():
                                    'state=absent purge=true' % (i, binary, state, run)],
                            env=env, capture_output=True, check=False)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup.run()
     med = dict((k, median_ms(v)) for k, v in samples.items())
     print('machine: %s' % machine())
     print('CH: simulator; %d rounds, alternating; module interpreter: %s (requirements.txt only)'

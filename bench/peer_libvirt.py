@@ -37,13 +37,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 
-from common import REPO, machine, median_ms, simulator
-from harness import (BENCH_COLLECTIONS, BUILD, Cleanup, adhoc, ansible_env, apt_install, kill_pids_under,
-                     load_line, need_root, stop_process, timed, timed_cpu)
+from common import REPO, machine, median_ms
+from harness import (BENCH_COLLECTIONS, BUILD, Cleanup, adhoc, ansible_env, apt_install, bench_host,
+                     load_line, need_root, no_validation_spec, stop_process, timed, timed_cpu)
 
 ANSIBLE_VERSION = '12.3.0'          # the community package for ansible-core 2.19
 PEER_VENV = os.path.join(BUILD, 'bench-peer-venv')
@@ -159,17 +158,11 @@ def main():
     python = peer_python()
     cleanup = Cleanup()
     try:
-        work = tempfile.mkdtemp(prefix='chb-peer-')
-        cleanup.rmtree(work)
-        cleanup.add(kill_pids_under, work)
+        work, binary, kernel = bench_host('chb-peer-', cleanup)
         daemon = start_libvirt(work, cleanup)
-        binary = simulator(work)
-        kernel = os.path.join(work, 'vmlinux')
-        with open(kernel, 'w') as handle:
-            handle.write('stand-in kernel')
         env = ansible_env(python)
         if not validate:
-            env['CHSIM_SPEC'] = os.path.join(work, 'no-spec-so-no-validation.yaml')
+            env['CHSIM_SPEC'] = no_validation_spec(work)
         domain = 'chbench-peer-%d' % os.getpid()
         cleanup.add(remove_domain, domain)
         vm_args = 'name=chbpeer kernel=%s binary=%s state_dir=%s run_dir=%s' % (

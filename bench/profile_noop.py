@@ -20,11 +20,11 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import zipfile
 
-from common import REPO, machine, simulator
-from harness import Cleanup, adhoc, ansible_env, kill_pids_under, load_line, need_root, target_python, timed_cpu
+from common import REPO, machine
+from harness import (Cleanup, adhoc, ansible_env, bench_host, load_line, need_root, no_validation_spec,
+                     target_python, timed_cpu)
 
 
 def payload(path):
@@ -46,16 +46,10 @@ def main():
     cleanup = Cleanup()
     res = {}
     try:
-        work = tempfile.mkdtemp(prefix='chb-prof-')
-        cleanup.rmtree(work)
-        cleanup.add(kill_pids_under, work)
-        binary = simulator(work)
-        kernel = os.path.join(work, 'vmlinux')
-        with open(kernel, 'w') as handle:
-            handle.write('stand-in kernel')
+        work, binary, kernel = bench_host('chb-prof-', cleanup)
         keep = os.path.join(work, 'keep')
         os.makedirs(keep)
-        nospec = os.path.join(work, 'no-spec-so-no-validation.yaml')
+        nospec = no_validation_spec(work)
         env = ansible_env(python, CHSIM_SPEC=nospec)
         keep_env = dict(env, ANSIBLE_KEEP_REMOTE_FILES='1', ANSIBLE_REMOTE_TMP=keep)
         args = {'name': 'prof1', 'kernel': kernel, 'binary': binary, 'state_dir': os.path.join(work, 's'),

@@ -25,12 +25,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import REPO, machine, median_ms, simulator
-from harness import (CALLBACKS, Cleanup, adhoc, ansible_env, kill_pids_under, load_line, need_root, playbook,
-                     read_timing, target_python, timed_cpu)
+from common import REPO, machine, median_ms
+from harness import (CALLBACKS, CH_VM_LOOP_TASKS, Cleanup, adhoc, ansible_env, bench_host, kill_pids_under,
+                     load_line, need_root, no_validation_spec, playbook, read_timing, target_python, timed_cpu)
 
 SIZES = (1, 10, 50, 100)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,20 +47,7 @@ ROLE_PLAY = """- hosts: localhost
 LOOP_PLAY = """- hosts: localhost
   connection: local
   gather_facts: false
-  tasks:
-    - name: Converge the VMs
-      cloudhv.ch.ch_vm:
-        name: "{{ item.name }}"
-        state: "{{ item.state | default(omit) }}"
-        purge: "{{ item.purge | default(omit) }}"
-        kernel: "{{ item.kernel | default(omit) }}"
-        binary: "{{ cloudhv_binary }}"
-        state_dir: "{{ cloudhv_state_dir }}"
-        run_dir: "{{ cloudhv_run_dir }}"
-      loop: "{{ cloudhv_vms }}"
-      loop_control:
-        label: "{{ item.name }}"
-"""
+""" + CH_VM_LOOP_TASKS
 
 
 def use_role():
@@ -170,16 +156,10 @@ def main():
     cleanup = Cleanup()
     results = {}
     try:
-        work = tempfile.mkdtemp(prefix='chb-scale-')
-        cleanup.rmtree(work)
-        cleanup.add(kill_pids_under, work)
-        binary = simulator(work)
-        kernel = os.path.join(work, 'vmlinux')
-        with open(kernel, 'w') as handle:
-            handle.write('stand-in kernel')
+        work, binary, kernel = bench_host('chb-scale-', cleanup)
         env = ansible_env(target_python(), ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, ANSIBLE_CALLBACKS_ENABLED='bench_timing')
         if not validate:
-            env['CHSIM_SPEC'] = os.path.join(work, 'no-spec-so-no-validation.yaml')
+            env['CHSIM_SPEC'] = no_validation_spec(work)
         bench = Bench(work, binary, kernel, env)
         all_names = ['s%03d' % i for i in range(max(sizes))]
         # clean-up on every way out: kill_pids_under(work) ends the VMMs, rmtree removes their state
