@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests', 'simulator'))
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline  # noqa: E402
 from tests.support.ansible import run_adhoc, run_playbook  # noqa: E402
+from tests.support.sim import stand_in_payloads  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -35,12 +36,7 @@ class Hypervisor(object):
         self.netns = netns
         self.state_dir = str(tmp_path / 'state')
         self.run_dir = tempfile.mkdtemp(prefix='chv-run-')
-        self.kernel = str(tmp_path / 'vmlinux')
-        with open(self.kernel, 'wb') as handle:
-            handle.write(b'\x7fELF fake kernel for the simulator')
-        self.firmware = str(tmp_path / 'hypervisor-fw')
-        with open(self.firmware, 'wb') as handle:
-            handle.write(b'fake firmware')
+        self.kernel, self.firmware = stand_in_payloads(tmp_path)
         self.env = {}
 
     @property

@@ -19,6 +19,7 @@ import yaml
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
 from tests.support.ansible import BIN, ansible_env, run_adhoc, run_playbook
+from tests.support.sim import stand_in_payloads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SNAPSHOT_CALLBACKS = os.path.join(HERE, 'callback')
@@ -73,12 +74,7 @@ class Host(object):
         else:
             self.state_dir = state_dir or str(tmp_path / 'state')
             self.run_dir = self.jail
-        self.kernel = str(tmp_path / 'vmlinux')
-        with open(self.kernel, 'wb') as handle:
-            handle.write(b'\x7fELF fake kernel for the simulator')
-        self.firmware = str(tmp_path / 'hypervisor-fw')
-        with open(self.firmware, 'wb') as handle:
-            handle.write(b'fake firmware')
+        self.kernel, self.firmware = stand_in_payloads(tmp_path)
         self.env = {}
         self.request_log = str(tmp_path / 'requests.jsonl')
         self.spawned = []
