@@ -30,7 +30,6 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
     Layout,
     VmLock,
     check_name,
-    clear_marker,
     ensure_dir,
     read_json,
     read_marker,
@@ -214,6 +213,10 @@ class VmManager(object):
                               "set image_type explicitly (for example image_type: %s)"
                               % (disk['path'], found, disk['image_type'], found))
 
+    def launch_vmm(self):
+        """Start a bare VMM for this VM (start, restore, clone, standby wake-up); its pid."""
+        return self.vmm.launch(start_timeout=max(10.0, float(self.params.get('api_timeout') or 30)))
+
     def netlink(self):
         if self._netlink is None:
             from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
@@ -315,14 +318,11 @@ class VmManager(object):
                                   % (self.name, ', '.join(users), 'them' if len(users) > 1 else 'it', self.name))
         obs = self.observe()
         plan = Plan()
-        if not self.check_mode and read_marker(self.layout, self.name):
-            if _snapmod().undo_partial_clone(self.layout, self.name):
-                plan.changes.append('remove what an interrupted clone left in %s' % self.vm_dir)
-            elif read_marker(self.layout, self.name).get('op') == 'clone':
-                clear_marker(self.layout, self.name)   # removed before it was finished
-            else:
-                plan.changes.extend(_snapmod().repair(self.layout, self.name, self.vmm)[0])
-            obs = self.observe()
+        if read_marker(self.layout, self.name):
+            plan.changes.extend(_snapmod().repair_before_removal(self.layout, self.name, self.vmm,
+                                                                 check_mode=self.check_mode))
+            if not self.check_mode:
+                obs = self.observe()
         before = {'state': obs.state, 'spec': self.public_spec((obs.record or {}).get('spec'))}
         purge = self.params.get('purge')
         record = obs.record or {}
@@ -724,7 +724,7 @@ class VmManager(object):
         self.layout.ensure_dirs(self.name)
         self._ensure_taps(spec)
         try:
-            self.vmm.launch(start_timeout=max(10.0, float(self.params.get('api_timeout') or 30)))
+            self.launch_vmm()
             client = self.vmm.client()
             client.create(config)
             client.boot()

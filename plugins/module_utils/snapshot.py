@@ -443,7 +443,7 @@ def restore(mgr, path, manifest, resume=True, memory_restore_mode='copy', prefau
     snap_spec = snap_record.get('spec') or cur_spec
     try:
         mgr._ensure_taps(snap_spec)
-        mgr.vmm.launch(start_timeout=max(10.0, float(mgr.params.get('api_timeout') or 30)))
+        mgr.launch_vmm()
         mgr.vmm.client().restore(path, prefault=prefault,
                                  memory_restore_mode=MEMORY_RESTORE_MODES[memory_restore_mode],
                                  resume=resume)
@@ -547,7 +547,7 @@ def wake(mgr, paused=False):
     spec = (manifest.get('record') or {}).get('spec') or (layout.read_record(vm) or {}).get('spec') or {}
     try:
         mgr._ensure_taps(spec)
-        mgr.vmm.launch(start_timeout=max(10.0, float(mgr.params.get('api_timeout') or 30)))
+        mgr.launch_vmm()
         mgr.vmm.client().restore(path, resume=not paused)
     except CloudHVError:
         try:
@@ -764,7 +764,7 @@ class Clone(object):
         """Create the clone (the caller holds the clone's lock; its directory may not exist)."""
         mgr = self.mgr
         undo_partial_clone(self.layout, mgr.name)
-        new_dir = not os.path.isdir(mgr.vm_dir) or not (set(os.listdir(mgr.vm_dir)) - {'.lock'})
+        new_dir = not os.path.isdir(mgr.vm_dir) or not os.listdir(mgr.vm_dir)
         mgr.layout.ensure_dirs(mgr.name)
         work = os.path.join(mgr.vm_dir, CLONE_SOURCE)
         _rmtree(work)
@@ -880,7 +880,7 @@ def linked_clones(layout, directory, exclude=None):
 
 
 def _restore_clone(mgr, work, memory_restore_mode, prefault, paused):
-    mgr.vmm.launch(start_timeout=max(10.0, float(mgr.params.get('api_timeout') or 30)))
+    mgr.launch_vmm()
     mgr.vmm.client().restore(work, memory_restore_mode=MEMORY_RESTORE_MODES[memory_restore_mode],
                              prefault=prefault, resume=not paused)
 
@@ -906,6 +906,24 @@ def undo_partial_clone(layout, vm):
     _rmtree(os.path.join(vm_dir, CLONE_SOURCE))
     clear_marker(layout, vm)
     return True
+
+
+def repair_before_removal(layout, vm, vmm, check_mode=False):
+    """What a run that removes the VM does with a marker it finds: an interrupted clone without a
+    record is undone (its half-made files removed), one with a record is not finished (the VM is
+    going), anything else is repaired as usual. Returns the changes (predicted in check mode)."""
+    marker = read_marker(layout, vm)
+    if marker is None:
+        return []
+    if marker.get('op') != 'clone':
+        return repair(layout, vm, vmm, check_mode=check_mode)[0]
+    if partial_clone(layout, vm):
+        if not check_mode:
+            undo_partial_clone(layout, vm)
+        return ['remove what an interrupted clone left in %s' % layout.vm_dir(vm)]
+    if not check_mode:
+        clear_marker(layout, vm)
+    return []
 
 
 def finish_clone(mgr, marker, run_state, check_mode=False):

@@ -376,6 +376,28 @@ def test_standby_refuses_to_wake_on_changed_disks(logged):
     assert read_at(disk_path(hv), 22, offset=4096) == b'written during standby'
 
 
+def test_absent_removes_what_an_interrupted_clone_left(hv):
+    """A clone killed before it wrote its record leaves half-made files and its marker; absent
+    removes them and reports it once, check mode predicts exactly that and touches nothing."""
+    layout = Layout(hv.state_dir, hv.run_dir)
+    vm_dir = os.path.join(hv.state_dir, 'vms', 'web2')
+    os.makedirs(os.path.join(vm_dir, snapmod.CLONE_SOURCE))
+    partial = os.path.join(vm_dir, 'root.raw')
+    with open(partial, 'wb') as handle:
+        handle.write(b'half a copy')
+    store.write_marker(layout, 'web2', {'op': 'clone', 'files': [partial],
+                                        'work': os.path.join(vm_dir, snapmod.CLONE_SOURCE)})
+    out = batch(hv, ('predict', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}, True),
+                ('absent', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}),
+                ('again', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}),
+                ('again-check', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}, True))
+    assert out['absent']['changes'] == ['remove what an interrupted clone left in %s' % vm_dir], out['absent']
+    assert out['predict']['changes'] == out['absent']['changes'], out['predict']
+    assert not os.path.exists(partial) and not os.path.exists(os.path.join(vm_dir, snapmod.CLONE_SOURCE))
+    assert store.read_marker(layout, 'web2') is None
+    assert out['again']['changed'] is False and out['again-check']['changed'] is False
+
+
 def fill(directory):
     """Fill the filesystem of ``directory`` up."""
     with open(os.path.join(directory, 'filler'), 'wb') as handle:
