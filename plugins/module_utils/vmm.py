@@ -59,24 +59,9 @@ def read_pid(pid_file):
     return pid if pid > 0 else None
 
 
-def proc_cmdline(pid):
-    """argv of a live (non-zombie) process, or None."""
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            stat = handle.read()
-        # the state letter follows the parenthesised command name
-        if stat[stat.rindex(')') + 2] in 'ZX':
-            return None
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            raw = handle.read()
-    except (IOError, OSError, ValueError, IndexError):
-        return None
-    if not raw:
-        return None
-    return [a.decode('utf-8', 'replace') for a in raw.rstrip(b'\0').split(b'\0')]
-
-
 def _task_dead(path):
+    """A /proc/.../stat file says zombie or dead (the state letter follows the parenthesised
+    command name), or cannot be read."""
     try:
         with open(path) as handle:
             stat = handle.read()
@@ -86,6 +71,20 @@ def _task_dead(path):
         return stat[stat.rindex(')') + 2] in 'ZX'
     except (ValueError, IndexError):
         return True
+
+
+def proc_cmdline(pid):
+    """argv of a live (non-zombie) process, or None."""
+    if _task_dead('/proc/%d/stat' % pid):
+        return None
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            raw = handle.read()
+    except (IOError, OSError):
+        return None
+    if not raw:
+        return None
+    return [a.decode('utf-8', 'replace') for a in raw.rstrip(b'\0').split(b'\0')]
 
 
 def process_gone(pid):
