@@ -41,7 +41,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import (
     check_netns,
     is_collection_tap,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.store import record_taps
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import ensure_dir, record_taps
 
 LINK_LOCAL6 = ipaddress.ip_network('fe80::/10')
 DEFAULT_BRIDGE_MTU = 1500
@@ -425,9 +425,7 @@ class NetworkLock(object):
         self.fd = None
 
     def __enter__(self):
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+        ensure_dir(os.path.dirname(self.path))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + self.timeout
         while True:

@@ -110,9 +110,17 @@ def read_json(path):
 
 
 def ensure_dir(path, mode=0o700):
-    """Create a private directory (and parents) if missing; return the path."""
+    """Create a private directory (and parents) if missing; return the path.
+
+    Safe against a concurrent run creating the same directory between the check and the mkdir
+    (ten runs on ten new VMs all create state_dir at once): that is not an error."""
     if not os.path.isdir(path):
-        os.makedirs(path, mode)
+        try:
+            os.makedirs(path, mode)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST or not os.path.isdir(path):
+                raise
+            return path     # another run made it (and set its mode)
         os.chmod(path, mode)
     return path
 
