@@ -36,6 +36,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     OptionError,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils.spec import CH_IMAGE_TYPES
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import fsync_dir
 
 # Sizes of raw images must be whole 512-byte sectors: CH's virtio-block device exposes
 # size // 512 sectors and only warns that the remainder "will not be visible to the guest".
@@ -86,14 +87,6 @@ def sniff_image_type(path):
     return None
 
 
-def _fsync_dir(directory):
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def _unlink_quietly(path):
     if path is None:
         return
@@ -127,7 +120,7 @@ def _publish(tmp, path, overwrite):
             os.rename(tmp, path)
         else:
             os.unlink(tmp)
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
 def _refuse_existing(path, overwrite):
@@ -422,10 +415,10 @@ def copy_tree(src_dir, dst_dir, hardlink=()):
                     if exc.errno not in _NO_HARDLINK:
                         raise
             result[name] = copy_file(source, target, overwrite=False)
-        _fsync_dir(tmpdir)
+        fsync_dir(tmpdir)
         os.rename(tmpdir, dst_dir)
         tmpdir = None
-        _fsync_dir(parent)
+        fsync_dir(parent)
         return result
     except (OSError, IOError) as exc:
         raise _host_error("cannot copy %s to" % src_dir, dst_dir, exc, src=src_dir)
