@@ -44,7 +44,7 @@ def test_ensure_dir_many_threads(tmp_path):
             store.ensure_dir(path)
         except Exception as exc:   # noqa: BLE001 - collected and asserted below
             errors.append(exc)
-    threads = [threading.Thread(target=make) for _ in range(16)]
+    threads = [threading.Thread(target=make) for unused in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
