@@ -39,6 +39,11 @@ def snapshot(tmp_path):
     return out
 
 
+def staged(tmp_path):
+    """What staging left beside the install dirs (cloudhv_download_dir is tmp_path/staging)."""
+    return sorted(name for name in os.listdir(str(tmp_path)) if name.startswith('staging'))
+
+
 def task(res, suffix):
     found = [r for r in res.results if r['task'].endswith(suffix)]
     assert found, (suffix, [r['task'] for r in res.results])
@@ -62,7 +67,7 @@ def test_install_check_mode_then_install_then_nothing_to_do(tmp_path, mirror):
     getcap = subprocess.run(['getcap', str(tmp_path / 'bin' / 'cloud-hypervisor')], capture_output=True,
                             text=True, check=True).stdout
     assert 'cap_net_admin' in getcap
-    assert not (tmp_path / 'staging').exists(), 'the staging directory is removed'
+    assert staged(tmp_path) == [], 'the staging directory is removed'
     out = subprocess.run([str(tmp_path / 'bin' / 'cloud-hypervisor'), '--version'], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == 'cloud-hypervisor v53.0'
@@ -89,6 +94,23 @@ def test_install_check_mode_then_install_then_nothing_to_do(tmp_path, mirror):
     assert snapshot(tmp_path) == dict((path, (digests[key], mode)) for path, (key, mode) in FILES.items())
     assert 'cap_net_admin' in subprocess.run(['getcap', str(tmp_path / 'bin' / 'cloud-hypervisor')],
                                              capture_output=True, text=True, check=True).stdout
+
+
+def test_another_runs_staged_files_are_left_alone(tmp_path, mirror):
+    """Two plays installing on one host at once: each stages in a directory of its own and removes
+    only that (one shared staging directory let a play delete the other's verified downloads)."""
+    variables = install_vars(tmp_path, mirror, cloudhv_install_dependencies=False)
+    for other in ('staging', 'staging.other'):      # a concurrent run's place, either layout
+        (tmp_path / other).mkdir()
+        (tmp_path / other / 'cloud-hypervisor-static').write_text('verified by the other run')
+    res = run_role(tmp_path, 'install', variables)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert staged(tmp_path) == ['staging', 'staging.other']
+    for other in ('staging', 'staging.other'):
+        assert (tmp_path / other / 'cloud-hypervisor-static').read_text() == 'verified by the other run'
+    staging = task(res, "Make this run's staging directory on the target")['result']
+    assert staging['path'].startswith(str(tmp_path / 'staging.'))
+    assert not os.path.exists(staging['path'])
 
 
 def _upgrade_mirror(tmp_path, mirror, tag, content):
@@ -126,7 +148,7 @@ def test_digest_mismatch_installs_nothing_and_keeps_the_old_binary(tmp_path, mir
             % (sha256(new + '/cloud-hypervisor/releases/download/v53.1/cloud-hypervisor-static'), 'ab' * 32)) in msg, msg
     assert 'Nothing was installed: every installed file is as it was' in msg, msg
     assert snapshot(tmp_path) == before, 'neither the mismatching CH nor the verified ch-remote was installed'
-    assert not (tmp_path / 'staging').exists()
+    assert staged(tmp_path) == []
 
 
 def test_unknown_version_without_digest_refuses_unless_unverified_is_allowed(tmp_path, mirror):
@@ -218,7 +240,7 @@ def test_download_on_controller(tmp_path, mirror):
     assert res.rc == 0, res.stdout[-3000:]
     assert snapshot(tmp_path) == dict((path, (digests[key], mode)) for path, (key, mode) in FILES.items())
     assert sha256(str(cache / CH)) == digests[CH], 'verified into the controller cache, copied from there'
-    assert not (tmp_path / 'staging').exists(), 'nothing staged on the target'
+    assert staged(tmp_path) == [], 'nothing staged on the target'
     res = run_role(tmp_path, 'install', variables)
     assert res.rc == 0 and changed(res) == [], changed(res)
 
