@@ -5,6 +5,7 @@
 # throwaway network namespace; a failing scenario fails pytest, and with it the test command).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k ch_vm).
 source "$(dirname "$0")/lib.sh"
+need_deb mkfs.xfs xfsprogs   # tests only: the reflink (FICLONE) copy test makes an XFS image
 setup_all
 cd "$REPO" || exit 1
 echo ">> ansible-test sanity"
