@@ -85,7 +85,7 @@ attributes:
   platform:
     platforms: posix
 requirements:
-  - httpx >= 0.27 on the target
+  - httpx >= 0.23.3 on the target
 seealso:
   - module: cloudhv.ch.ch_vm
   - module: cloudhv.ch.ch_vm_info

@@ -41,7 +41,7 @@ attributes:
   platform:
     platforms: posix
 requirements:
-  - httpx >= 0.27 on the target
+  - httpx >= 0.23.3 on the target
 seealso:
   - module: cloudhv.ch.ch_vm
 '''
