@@ -131,22 +131,23 @@ class VmManager(object):
     # -- desired state ----------------------------------------------------------------------
     def desired(self, record):
         """Normalized spec, cloud-init rendering and the VmConfig, all validated."""
-        clone_base = record or (self.clone.record if self.clone else None)
-        spec = specmod.normalize(self.params, self.vm_dir, self.host, clone_base)
+        base = record or (self.clone.record if self.clone else None)
+        # options the task leaves unset keep the record's (a clone's: its source's) values
+        spec = specmod.normalize(self.params, self.vm_dir, self.host, base)
         if spec['payload'] is None:
             raise OptionError('firmware', "a new VM needs exactly one of firmware or kernel")
         cloud = None
         ci = self.params.get('cloud_init')
-        if ci:
+        if ci and any(v is not None for v in ci.values()):
             from ansible_collections.cloudhv.ch.plugins.module_utils import cloudinit
             cloud = cloudinit.render(self.name, ci.get('user_data'), ci.get('meta_data'),
                                      ci.get('network_config'))
             spec['cloud_init'] = {'digest': cloud['digest'], 'instance_id': cloud['instance_id'],
                                   'hostname': cloud['hostname']}
+        elif ci is None:    # unset: the recorded one stays (cloud_init: {} removes it)
+            spec['cloud_init'] = copy.deepcopy(((base or {}).get('spec') or {}).get('cloud_init'))
         else:
             spec['cloud_init'] = None
-        if self.params.get('clone_from') and clone_base:
-            _snapmod().inherit_unset(spec, self.params, clone_base.get('spec') or {})
         config = self.build_config(spec)
         return spec, cloud, config
 

@@ -66,10 +66,6 @@ CIDATA_COPY = 'cidata.iso'
 REGISTRY = 'snapshots.json'
 STANDBY = 'standby'
 CLONE_SOURCE = 'clone-source'
-# ch_vm options a clone takes from its source when the task leaves them unset (param -> spec key)
-CLONE_INHERITED = ('cpus', 'max_cpus', 'memory', 'memory_hotplug', 'hugepages', 'shared_memory',
-                   'balloon', 'disks', 'networks', 'serial', 'console', 'vsock', 'devices',
-                   'platform', 'extra_config', 'cloud_init')
 MEMORY_RESTORE_MODES = {'copy': 'Copy', 'ondemand': 'OnDemand'}
 CLONE_DISK_MODES = ('copy', 'overlay')
 
@@ -951,17 +947,6 @@ def finish_clone(mgr, marker, run_state, check_mode=False):
 def _hostname(name):
     from ansible_collections.cloudhv.ch.plugins.module_utils.cloudinit import default_hostname
     return default_hostname(name)
-
-
-def inherit_unset(spec, params, base_spec):
-    """With clone_from, the options a task leaves unset keep the clone's (its source's) values."""
-    for key in CLONE_INHERITED:
-        if params.get(key) is None and key in base_spec:
-            spec[key] = copy.deepcopy(base_spec[key])
-    if spec['cpus'] > spec['max_cpus']:
-        raise OptionError('cpus', "cpus (%d) is above max_cpus (%d): raise max_cpus to allow it"
-                          % (spec['cpus'], spec['max_cpus']))
-    return spec
 
 
 # -- ch_snapshot ------------------------------------------------------------------------------

@@ -241,35 +241,57 @@ def normalize_networks(networks, vm_name, host, recorded=None):
     return out
 
 
+def _unset(params, key):
+    return params.get(key) is None
+
+
 def normalize(params, vm_dir, host, record=None):
     """Validate module params and return the normalized spec (a plain JSON-able dict).
 
-    ``record`` is the existing record (for identities to reuse and the payload of an existing VM).
+    ``record`` is the existing record (or, for a clone, its source's). An option the task leaves
+    unset (None) keeps the record's value - an ad hoc ``name=web1 state=stopped`` must not redefine
+    the VM, and a ``state=running`` must not hot-remove its disks - and a new VM gets the default.
+    The record also gives the identities to reuse (taps, MACs) and the payload.
     Cloud-init is validated separately (cloudinit.render)."""
     record = record or {}
     old_spec = record.get('spec') or {}
-    cpus = _check_int(1 if params.get('cpus') is None else params['cpus'], 'cpus', minimum=1, maximum=8192)
+
+    def kept(key, default):
+        """The recorded value of an option the task leaves unset, else ``default``."""
+        return copy.deepcopy(old_spec[key]) if key in old_spec else default
+
+    cpus = _check_int(kept('cpus', 1) if _unset(params, 'cpus') else params['cpus'], 'cpus', minimum=1, maximum=8192)
     max_cpus = params.get('max_cpus')
     if max_cpus is None:
-        max_cpus = max(cpus, 1)
+        # defaults to cpus; an existing VM keeps its ceiling, raised when cpus goes above it
+        max_cpus = max(cpus, kept('max_cpus', 1))
     _check_int(max_cpus, 'max_cpus', minimum=1, maximum=8192)
     if cpus > max_cpus:
         raise OptionError('cpus', "cpus (%d) is above max_cpus (%d): raise max_cpus to allow it"
                           % (cpus, max_cpus))
-    memory = parse_size(params.get('memory') if params.get('memory') is not None else '512M', 'memory')
+    if _unset(params, 'memory') and 'memory' in old_spec:
+        memory = old_spec['memory']
+    else:
+        memory = parse_size(params.get('memory') if params.get('memory') is not None else '512M', 'memory')
     if memory % MIB:
         raise OptionError('memory', "must be a whole number of MiB, got %d bytes" % memory)
-    hotplug = parse_size(params.get('memory_hotplug'), 'memory_hotplug', allow_zero=True) or 0
-    balloon = None
-    if params.get('balloon'):
+    if _unset(params, 'memory_hotplug'):
+        hotplug = kept('memory_hotplug', 0) or 0
+    else:
+        hotplug = parse_size(params.get('memory_hotplug'), 'memory_hotplug', allow_zero=True) or 0
+    balloon = None if _unset(params, 'balloon') else {}
+    if params.get('balloon') and any(v is not None for v in params['balloon'].values()):  # {} removes it
         b = params['balloon']
         bsize = parse_size(b.get('size') if b.get('size') is not None else 0, 'balloon.size',
                            allow_zero=True)
-        if bsize >= memory + hotplug:
-            raise OptionError('balloon.size', "must be smaller than the VM's memory (%s)"
-                              % human_size(memory + hotplug))
         balloon = {'size': bsize, 'deflate_on_oom': bool(b.get('deflate_on_oom')),
                    'free_page_reporting': bool(b.get('free_page_reporting'))}
+    elif balloon is None:
+        balloon = kept('balloon', None)
+    balloon = balloon or None
+    if balloon and balloon['size'] >= memory + hotplug:
+        raise OptionError('balloon.size', "must be smaller than the VM's memory (%s)"
+                          % human_size(memory + hotplug))
 
     firmware = _abs_path(params.get('firmware'), 'firmware')
     kernel = _abs_path(params.get('kernel'), 'kernel')
@@ -296,35 +318,54 @@ def normalize(params, vm_dir, host, record=None):
         raise OptionError('cmdline' if cmdline is not None else 'initramfs',
                           "only applies to a VM booted with kernel")
 
-    serial = params.get('serial') or 'file'
-    console = params.get('console') or 'off'
+    serial = params.get('serial') or kept('serial', 'file')
+    console = params.get('console') or kept('console', 'off')
     if serial == 'tty' and console == 'tty':
-        raise OptionError('console', "serial and console cannot both use the tty")
-    vsock = None
-    if params.get('vsock'):
-        cid = _check_int(params['vsock'].get('cid'), 'vsock.cid', minimum=3, maximum=0xFFFFFFFE)
-        if cid is None:
-            raise OptionError('vsock.cid', 'is required (an integer >= 3)')
-        vsock = {'cid': cid, 'socket': _abs_path(params['vsock'].get('socket'), 'vsock.socket')
-                 or os.path.join(vm_dir, 'vsock.sock')}
-    devices = [_abs_path(d, 'devices[%d]' % i) for i, d in enumerate(params.get('devices') or [])]
-    platform = None
-    if params.get('platform'):
+        raise OptionError('serial' if _unset(params, 'console') else 'console',
+                          "serial and console cannot both use the tty")
+    if _unset(params, 'vsock'):
+        vsock = kept('vsock', None)
+    else:   # vsock: {} removes the device
+        vsock = None
+        if any(v is not None for v in params['vsock'].values()):
+            cid = _check_int(params['vsock'].get('cid'), 'vsock.cid', minimum=3, maximum=0xFFFFFFFE)
+            if cid is None:
+                raise OptionError('vsock.cid', 'is required (an integer >= 3)')
+            vsock = {'cid': cid, 'socket': _abs_path(params['vsock'].get('socket'), 'vsock.socket')
+                     or os.path.join(vm_dir, 'vsock.sock')}
+    if _unset(params, 'devices'):
+        devices = kept('devices', [])
+    else:
+        devices = [_abs_path(d, 'devices[%d]' % i) for i, d in enumerate(params.get('devices') or [])]
+    if _unset(params, 'platform'):
+        platform = kept('platform', None)
+    else:   # platform: {} removes it
         p = params['platform']
         platform = dict((k, v) for k, v in (('uuid', p.get('uuid')), ('serial_number', p.get('serial_number')),
-                                            ('oem_strings', p.get('oem_strings'))) if v)
+                                            ('oem_strings', p.get('oem_strings'))) if v) or None
     extra = params.get('extra_config')
     if extra is not None and not isinstance(extra, dict):
         raise OptionError('extra_config', 'must be a dictionary of VmConfig fields')
     if extra:
         check_extra_config(extra)
+    if extra is None:
+        extra = kept('extra_config', None)
+    if _unset(params, 'disks'):
+        disks = kept('disks', [])
+    else:
+        disks = normalize_disks(params.get('disks'), vm_dir)
+    if _unset(params, 'networks'):
+        networks = kept('networks', [])
+    else:
+        networks = normalize_networks(params.get('networks'), os.path.basename(vm_dir), host,
+                                      old_spec.get('networks'))
+    hugepages = kept('hugepages', False) if _unset(params, 'hugepages') else params['hugepages']
+    shared = kept('shared_memory', False) if _unset(params, 'shared_memory') else params['shared_memory']
     return {
         'cpus': cpus, 'max_cpus': max_cpus, 'memory': memory, 'memory_hotplug': hotplug,
-        'hugepages': bool(params.get('hugepages')), 'shared_memory': bool(params.get('shared_memory')),
+        'hugepages': bool(hugepages), 'shared_memory': bool(shared),
         'balloon': balloon, 'payload': payload,
-        'disks': normalize_disks(params.get('disks'), vm_dir),
-        'networks': normalize_networks(params.get('networks'), os.path.basename(vm_dir), host,
-                                       record.get('spec', {}).get('networks')),
+        'disks': disks, 'networks': networks,
         'serial': serial, 'console': console, 'vsock': vsock, 'devices': devices,
         'platform': platform, 'extra_config': extra or None,
     }

@@ -21,6 +21,11 @@ description:
     removing disks and NICs) are applied live; anything else follows O(apply_changes).
   - Every operation holds the VM's lock, so two runs touching the same VM serialize; a run that
     cannot get the lock within 60 seconds fails with a clear "busy" error.
+  - For an existing VM, every option the task leaves out keeps the VM's current value, so
+    C(name=web1 state=stopped) stops the VM and changes nothing else. Removing something is said
+    with an empty list (V([])) for O(disks), O(networks) or O(devices), or an empty dict (V({})) for
+    O(balloon), O(vsock), O(platform), O(cloud_init) or O(extra_config). A new VM gets the defaults
+    named below; a clone starts from its source's values.
 author:
   - cloudhv.ch maintainers (@cloudhv)
 options:
@@ -62,9 +67,9 @@ options:
         C(<state_dir>/vms/<name>/clone-source), not copied.
       - A clone interrupted (module killed, host crash) before it recorded the VM is removed and made
         again by the next run; one interrupted after is finished by restoring again, never cold-booted.
-      - With O(clone_from), every option the task leaves unset (O(cpus), O(memory), O(disks),
-        O(networks), O(cloud_init), ...) keeps the clone's own value, which starts as the source's.
-        Options the task sets are applied after the clone is up, like any change.
+      - Every option the task leaves unset (O(cpus), O(memory), O(disks), O(networks),
+        O(cloud_init), ...) keeps the clone's own value, which starts as the source's, as it does for
+        any existing VM. Options the task sets are applied after the clone is up, like any change.
     type: dict
     suboptions:
       vm:
@@ -104,7 +109,7 @@ options:
         choices: [copy, overlay]
         default: copy
   cpus:
-    description: Number of vCPUs at boot. Default V(1) (with O(clone_from), the clone's).
+    description: Number of vCPUs at boot. Default V(1) (an existing VM keeps its own).
     type: int
   max_cpus:
     description:
@@ -114,7 +119,7 @@ options:
   memory:
     description:
       - Guest RAM. An integer is MiB; a string takes units K, M, G, T (powers of 1024), for example
-        V(512M), V(2G) or V(2GiB). Default V(512M) (with O(clone_from), the clone's).
+        V(512M), V(2G) or V(2GiB). Default V(512M) (an existing VM keeps its own).
       - Raising it on a running VM within O(memory_hotplug) is applied live; lowering it needs a restart.
     type: raw
   memory_hotplug:
@@ -123,27 +128,25 @@ options:
   hugepages:
     description:
       - Back guest RAM with pre-allocated hugepages. The module fails before launching when too few are free.
-      - Default V(false) (with O(clone_from), the clone's).
+      - Default V(false) (an existing VM keeps its own).
     type: bool
   shared_memory:
-    description: Map guest RAM shared (needed by vhost-user devices and virtio-fs). Default V(false) (with O(clone_from), the clone's).
+    description: Map guest RAM shared (needed by vhost-user devices and virtio-fs). Default V(false) (an existing VM keeps its own).
     type: bool
   balloon:
-    description: A virtio-balloon device.
+    description:
+      - A virtio-balloon device. Default none (an existing VM keeps its own); V({}) removes it.
     type: dict
     suboptions:
       size:
-        description: Balloon size (memory taken from the guest), same units as O(memory). Changed live.
+        description: Balloon size (memory taken from the guest), same units as O(memory). Changed live. Default V(0).
         type: raw
-        default: 0
       deflate_on_oom:
-        description: Let the guest deflate the balloon when it runs out of memory.
+        description: Let the guest deflate the balloon when it runs out of memory. Default V(false).
         type: bool
-        default: false
       free_page_reporting:
-        description: Let the guest report free pages to the host.
+        description: Let the guest report free pages to the host. Default V(false).
         type: bool
-        default: false
   firmware:
     description:
       - Firmware to boot (for example C(hypervisor-fw) or C(CLOUDHV.fd)) for cloud images.
@@ -162,7 +165,7 @@ options:
     description:
       - Disks in order. Files the module creates (with O(disks[].size) or O(disks[].backing_file))
         are managed and removed only by O(state=absent) with O(purge=true). User files are never deleted.
-      - Default none (with O(clone_from), the clone's).
+      - Default none (an existing VM keeps its own).
     type: list
     elements: dict
     suboptions:
@@ -205,7 +208,7 @@ options:
             description: Operations per second.
             type: int
   networks:
-    description: Network interfaces in order. Default none (with O(clone_from), the clone's).
+    description: Network interfaces in order. Default none (an existing VM keeps its own).
     type: list
     elements: dict
     suboptions:
@@ -253,6 +256,7 @@ options:
       - Build a NoCloud C(cidata) ISO 9660 image in the VM's directory and attach it read-only.
         It is rebuilt only when its content changes.
       - User data never appears in results or diffs; only a digest does.
+      - Left out, an existing VM keeps its image; V({}) detaches it (the file stays until O(purge)).
     type: dict
     suboptions:
       user_data:
@@ -267,32 +271,32 @@ options:
   serial:
     description:
       - Serial port. V(file) writes to C(<state_dir>/vms/<name>/serial.log); V(socket) listens on C(<run_dir>/<name>.serial.sock).
-      - Default V(file) (with O(clone_from), the clone's).
+      - Default V(file) (an existing VM keeps its own).
     type: str
     choices: ['off', 'null', pty, tty, file, socket]
   console:
     description:
       - virtio-console. Default V(off), because CH's own default (tty) is wrong for a detached VMM
-        (with O(clone_from), the clone's).
+        (an existing VM keeps its own).
     type: str
     choices: ['off', 'null', pty, tty, file, socket]
   vsock:
-    description: A virtio-vsock device.
+    description:
+      - A virtio-vsock device. Default none (an existing VM keeps its own); V({}) removes it.
     type: dict
     suboptions:
       cid:
-        description: Guest context id, 3 or more.
+        description: Guest context id, 3 or more. Needed unless the whole O(vsock) is V({}).
         type: int
-        required: true
       socket:
         description: Host-side unix socket. Default C(<state_dir>/vms/<name>/vsock.sock).
         type: path
   devices:
-    description: VFIO devices to pass through, as sysfs paths. Default none (with O(clone_from), the clone's).
+    description: VFIO devices to pass through, as sysfs paths. Default none (an existing VM keeps its own).
     type: list
     elements: path
   platform:
-    description: Platform (SMBIOS) settings.
+    description: Platform (SMBIOS) settings. Default none (an existing VM keeps its own); V({}) removes them.
     type: dict
     suboptions:
       uuid:
@@ -371,9 +375,9 @@ attributes:
   platform:
     platforms: posix
 requirements:
-  - httpx >= 0.27 on the target
-  - pyroute2 >= 0.7.12 on the target (for O(networks) with a bridge)
-  - pycdlib >= 1.14 on the target (for O(cloud_init))
+  - httpx >= 0.23.3 on the target
+  - pyroute2 >= 0.7.2 on the target (for O(networks) with a bridge)
+  - pycdlib >= 1.12 on the target (for O(cloud_init))
   - qemu-img on the target (for O(disks[].backing_file))
 seealso:
   - module: cloudhv.ch.ch_vm_info
@@ -582,17 +586,18 @@ def argument_spec():
             memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']),
             prefault=dict(type='bool', default=False),
             disks=dict(type='str', default='copy', choices=['copy', 'overlay']))),
-        # Unset (None) means the default, or with clone_from the clone's own value (see spec.normalize).
+        # Unset (None) keeps the VM's recorded value (a clone's: its source's); a new VM gets the default
+        # (see spec.normalize).
         cpus=dict(type='int'),
         max_cpus=dict(type='int'),
         memory=dict(type='raw'),
         memory_hotplug=dict(type='raw'),
         hugepages=dict(type='bool'),
         shared_memory=dict(type='bool'),
-        balloon=dict(type='dict', options=dict(
-            size=dict(type='raw', default=0),
-            deflate_on_oom=dict(type='bool', default=False),
-            free_page_reporting=dict(type='bool', default=False))),
+        balloon=dict(type='dict', options=dict(     # balloon: {} removes it (unset keeps it)
+            size=dict(type='raw'),
+            deflate_on_oom=dict(type='bool'),
+            free_page_reporting=dict(type='bool'))),
         firmware=dict(type='path'),
         kernel=dict(type='path'),
         cmdline=dict(type='str'),
@@ -623,7 +628,7 @@ def argument_spec():
             network_config=dict(type='raw'))),
         serial=dict(type='str', choices=CONSOLE),
         console=dict(type='str', choices=CONSOLE),
-        vsock=dict(type='dict', options=dict(cid=dict(type='int', required=True), socket=dict(type='path'))),
+        vsock=dict(type='dict', options=dict(cid=dict(type='int'), socket=dict(type='path'))),  # {} removes it
         devices=dict(type='list', elements='path'),
         platform=dict(type='dict', options=dict(
             uuid=dict(type='str'), serial_number=dict(type='str'),

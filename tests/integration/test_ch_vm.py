@@ -111,6 +111,42 @@ def test_adhoc_stop_and_start(hv):
     assert res.rc == 0 and res.result['changed'] is True, res
 
 
+def read_record(hv, name='web1'):
+    with open(os.path.join(hv.state_dir, 'vms', name, 'vm.json')) as handle:
+        return json.load(handle)
+
+
+def test_adhoc_state_changes_keep_what_the_task_leaves_out(hv_ns):
+    """`ansible hv -m cloudhv.ch.ch_vm -a 'name=web1 state=...'` changes the run state and nothing
+    else: options left out keep the VM's values. They used to mean the defaults, so an ad hoc
+    `state=running` hot-removed the disks and NIC of a running VM and `state=stopped` rewrote the
+    record to 1 vCPU, 512M and no devices, which the next start then booted (found in the demo)."""
+    hv = hv_ns
+    disk = str(hv.tmp_path / 'data.raw')
+    full = vm_args(hv, cpus=2, max_cpus=4, memory='1G', disks=[{'path': disk, 'size': '64M'}],
+                   networks=[{'bridge': 'br0'}], cloud_init={'user_data': {'packages': ['nginx']}})
+    first = hv.vm(**full)
+    assert first['_rc'] == 0 and first['changed'], first
+    record = read_record(hv)
+    for state, changes in (('running', []), ('paused', ['pause the VM']), ('running', ['resume the VM']),
+                           ('stopped', ['stop the VM']), ('running', ['start the VM'])):
+        pred = hv.adhoc('cloudhv.ch.ch_vm', {'name': 'web1', 'state': state}, check=True)
+        res = hv.adhoc('cloudhv.ch.ch_vm', {'name': 'web1', 'state': state})
+        assert res.rc == 0 and res.result['changes'] == changes == pred.result['changes'], (state, res.result)
+        again = hv.adhoc('cloudhv.ch.ch_vm', {'name': 'web1', 'state': state})
+        assert again.result['changed'] is False, (state, again.result)
+        assert read_record(hv)['spec'] == record['spec'], state
+    live = dict((vm['name'], vm) for vm in hv.info())['web1']['live_config']
+    assert live['cpus']['boot_vcpus'] == 2 and live['memory']['size'] == 1 << 30
+    assert [d['id'] for d in live['disks']] == ['disk0', 'cidata'] and len(live['net']) == 1
+    # the full task afterwards: nothing to do
+    assert hv.vm(**full)['changed'] is False
+    # set empty, a list is removed (live): that takes saying so
+    res = hv.vm(**dict(full, disks=[]))
+    assert res['changes'] == ['hot-remove disk disk0'], res
+    assert os.path.exists(disk), 'detached, never deleted'
+
+
 def test_live_resize_keeps_the_vmm(hv):
     converge(hv, 'running', cpus=1, max_cpus=4, memory='512M', memory_hotplug='1G')
     pid = hv.pid('web1')

@@ -16,26 +16,6 @@ def test_ch_major(text, major):
     assert snapmod.ch_major(text) == major
 
 
-def test_inherit_unset_takes_only_unset_options():
-    base = {'cpus': 2, 'max_cpus': 4, 'memory': 1 << 30, 'disks': [{'id': 'disk0'}], 'networks': [],
-            'serial': 'file', 'cloud_init': {'digest': 'd'}}
-    spec = {'cpus': 1, 'max_cpus': 1, 'memory': 512 << 20, 'disks': [], 'networks': [], 'serial': 'file',
-            'cloud_init': None}
-    params = {'cpus': None, 'max_cpus': None, 'memory': '2G', 'disks': None, 'cloud_init': None}
-    out = snapmod.inherit_unset(spec, params, base)
-    assert out['cpus'] == 2 and out['max_cpus'] == 4
-    assert out['memory'] == 512 << 20          # set by the task: kept
-    assert out['disks'] == [{'id': 'disk0'}] and out['cloud_init'] == {'digest': 'd'}
-    out['disks'][0]['id'] = 'changed'
-    assert base['disks'][0]['id'] == 'disk0'   # a copy, not the base itself
-
-
-def test_inherit_unset_checks_cpus_against_inherited_max():
-    with pytest.raises(OptionError) as exc:
-        snapmod.inherit_unset({'cpus': 8, 'max_cpus': 8}, {'cpus': 8, 'max_cpus': None}, {'max_cpus': 2})
-    assert exc.value.option == 'cpus'
-
-
 def fake_binary(tmp_path, version):
     path = str(tmp_path / ('ch-%s' % version))
     with open(path, 'w') as handle:

@@ -143,3 +143,70 @@ def test_deep_merge_does_not_mutate():
     out = spec.deep_merge(base, {'memory': {'thp': True}, 'iommu': True})
     assert out == {'memory': {'size': 1, 'thp': True}, 'cpus': {'boot_vcpus': 1}, 'iommu': True}
     assert base == {'memory': {'size': 1}, 'cpus': {'boot_vcpus': 1}}
+
+
+# --- an existing VM: options the task leaves unset keep the recorded values ---------------------
+
+def _full_record():
+    full = norm(cpus=2, max_cpus=4, memory='2G', memory_hotplug='1G', hugepages=True, shared_memory=True,
+                balloon={'size': '256M', 'deflate_on_oom': True}, serial='null', console='pty',
+                disks=[{'path': '/d/root.raw', 'size': '1G'}], networks=[{'bridge': 'br0'}],
+                vsock={'cid': 9}, devices=['/dev/vfio/1'], platform={'uuid': 'u-1'},
+                extra_config={'rng': {'src': '/dev/urandom'}})
+    return {'spec': full}
+
+
+def test_unset_options_keep_the_recorded_values():
+    """An ad hoc `name=web1 state=running` used to mean cpus=1, memory=512M and no disks or NICs:
+    the VM's disks and NICs were hot-removed and the record redefined (found in the demo)."""
+    record = _full_record()
+    again = spec.normalize({'name': 'web1'}, VM_DIR, 'host-a', record)
+    assert again == record['spec']
+    again['disks'][0]['path'] = '/changed'
+    assert record['spec']['disks'][0]['path'] == '/d/root.raw', 'a copy, not the record itself'
+
+
+def test_set_options_replace_the_recorded_ones():
+    record = _full_record()
+    out = spec.normalize({'name': 'web1', 'cpus': 3, 'memory': '4G', 'disks': [], 'networks': []},
+                         VM_DIR, 'host-a', record)
+    assert (out['cpus'], out['max_cpus'], out['memory']) == (3, 4, 4 << 30)
+    assert out['disks'] == [] and out['networks'] == []
+    assert out['balloon'] == record['spec']['balloon'] and out['vsock'] == record['spec']['vsock']
+
+
+@pytest.mark.parametrize('option,empty,key', [
+    ('balloon', {'size': None, 'deflate_on_oom': None, 'free_page_reporting': None}, 'balloon'),
+    ('vsock', {'cid': None, 'socket': None}, 'vsock'),
+    ('platform', {'uuid': None, 'serial_number': None, 'oem_strings': None}, 'platform'),
+    ('extra_config', {}, 'extra_config'),
+])
+def test_an_empty_dict_removes_what_unset_keeps(option, empty, key):
+    record = _full_record()
+    assert spec.normalize({'name': 'web1'}, VM_DIR, 'host-a', record)[key]
+    assert spec.normalize({'name': 'web1', option: empty}, VM_DIR, 'host-a', record)[key] is None
+
+
+def test_max_cpus_kept_and_raised_with_cpus():
+    record = {'spec': norm(cpus=2, max_cpus=4)}
+    assert spec.normalize({'name': 'web1', 'cpus': 1}, VM_DIR, 'host-a', record)['max_cpus'] == 4
+    assert spec.normalize({'name': 'web1', 'cpus': 6}, VM_DIR, 'host-a', record)['max_cpus'] == 6
+    with pytest.raises(OptionError) as err:
+        spec.normalize({'name': 'web1', 'cpus': 6, 'max_cpus': 4}, VM_DIR, 'host-a', record)
+    assert err.value.option == 'cpus'
+
+
+def test_balloon_checked_against_the_kept_memory():
+    record = {'spec': norm(memory='4G')}
+    out = spec.normalize({'name': 'web1', 'balloon': {'size': '1G'}}, VM_DIR, 'host-a', record)
+    assert out['balloon']['size'] == 1 << 30 and out['memory'] == 4 << 30
+    with pytest.raises(OptionError) as err:
+        spec.normalize({'name': 'web1', 'balloon': {'size': '8G'}}, VM_DIR, 'host-a', record)
+    assert err.value.option == 'balloon.size'
+
+
+def test_a_new_vm_gets_the_defaults():
+    out = norm()
+    assert (out['cpus'], out['max_cpus'], out['memory'], out['memory_hotplug']) == (1, 1, 512 << 20, 0)
+    assert out['disks'] == [] and out['networks'] == [] and out['balloon'] is None
+    assert (out['serial'], out['console'], out['vsock'], out['platform']) == ('file', 'off', None, None)
