@@ -803,6 +803,7 @@ class Clone(object):
             if new_dir:
                 _rmtree(mgr.vm_dir)
             raise
+        _drop_fork_source(self.record, work, self.memory_restore_mode)
 
     def _fork(self, work):
         """Snapshot the running source straight into the clone's directory (paused only for the
@@ -941,7 +942,16 @@ def finish_clone(mgr, marker, run_state, check_mode=False):
                            paused=run_state != 'running')
     if not check_mode:
         clear_marker(mgr.layout, mgr.name)
+        _drop_fork_source(mgr.layout.read_record(mgr.name) or {}, work, marker.get('memory_restore_mode') or 'copy')
     return changes, run_state if state is None else state.lower()
+
+
+def _drop_fork_source(record, work, memory_restore_mode):
+    """Remove a fork's clone-source once its restore got through: the fork's snapshot was
+    temporary, and vm.restore has copied its memory into the guest. Kept with ondemand (CH reads
+    memory-ranges for as long as the VM runs) and for clones of a named snapshot (a hard link)."""
+    if (record.get('cloned_from') or {}).get('fork') and memory_restore_mode == 'copy':
+        _rmtree(work)
 
 
 def _hostname(name):

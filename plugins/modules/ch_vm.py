@@ -76,7 +76,9 @@ options:
         description:
           - The source VM. With O(clone_from.snapshot), clone from that snapshot of it (see
             M(cloudhv.ch.ch_snapshot)); without, fork the running VM - take a temporary snapshot of it,
-            pausing it only for the snapshot and its disk copies, and clone from that.
+            pausing it only for the snapshot and its disk copies, and clone from that. The temporary
+            snapshot goes once the clone runs (with O(clone_from.memory_restore_mode=ondemand) its
+            C(memory-ranges) stays in C(clone-source), since CH reads the guest memory from it).
         type: str
       snapshot:
         description: Name of a snapshot of O(clone_from.vm).

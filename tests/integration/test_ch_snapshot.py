@@ -302,29 +302,73 @@ def cidata_meta(path):
     return yaml.safe_load(data.getvalue())
 
 
-def test_fork_from_running(logged):
-    hv = logged
-    hv.vm(**vm_args(hv))
+@pytest.mark.parametrize('mode', ['copy', 'ondemand'])
+def test_fork_from_running(hv_ns, tmp_path, mode):
+    hv = hv_ns
+    hv.request_log = str(tmp_path / 'requests.jsonl')
+    hv.env = dict(getattr(hv, 'env', None) or {}, CHSIM_REQUEST_LOG=hv.request_log)
+    src = hv.vm(**vm_args(hv, networks=[{'bridge': 'br0'}], vsock={'cid': 3}))
+    assert src['changed'], src
     src_pid = hv.pid('web1')
     write_at(disk_path(hv), b'source-data')
-    res = hv.vm(name='web2', clone_from={'vm': 'web1'})
-    assert res['_rc'] == 0 and res['changed'], res
+    fork = {'name': 'web2', 'clone_from': {'vm': 'web1', 'memory_restore_mode': mode}}
+    # check mode: predicted, and neither the source nor the host touched
+    files, count = hv.files(), len(requests(hv.request_log, src_pid))
+    pred = hv.vm(check=True, **fork)
+    assert pred['_rc'] == 0 and pred['changed'] and pred['vm']['state'] == 'running', pred
+    assert hv.files() == files and len(requests(hv.request_log, src_pid)) == count
+    res = hv.vm(**fork)
+    assert res['_rc'] == 0 and res['changed'] and res['changes'] == pred['changes'], res
     assert vm_state(hv, 'web1') == 'running' and hv.pid('web1') == src_pid
-    assert requests(hv.request_log, src_pid)[-3:] == ['vm.pause', 'vm.snapshot', 'vm.resume']
+    # the source was paused only for its snapshot
+    assert requests(hv.request_log, src_pid)[count:] == ['vm.pause', 'vm.snapshot', 'vm.resume']
     fork_pid = hv.pid('web2')
-    assert fork_pid and fork_pid != src_pid and vm_state(hv, 'web2') == 'running'
+    assert fork_pid and fork_pid != src_pid
     assert requests(hv.request_log, fork_pid) == ['vm.restore']
+    out = batch(hv, ('again', 'cloudhv.ch.ch_vm', fork), ('again-check', 'cloudhv.ch.ch_vm', fork, True),
+                ('info', 'cloudhv.ch.ch_vm_info', {}))
+    assert out['again']['changed'] is False and out['again-check']['changed'] is False, out['again']
+    infos = dict((vm['name'], vm) for vm in out['info']['vms'])
+    assert infos['web1']['state'] == 'running' and infos['web2']['state'] == 'running'
+    # a new identity: MAC and tap (live), vsock CID and socket, serial file, disk copies
+    s_live, f_live = infos['web1']['live_config'], infos['web2']['live_config']
+    s_net, f_net = s_live['net'][0], f_live['net'][0]
+    assert f_net['mac'] != s_net['mac'] and f_net['tap'] != s_net['tap']
+    assert f_net['mac'] == res['vm']['networks'][0]['mac'] and f_net['tap'] == res['vm']['networks'][0]['tap']
+    links = subprocess.run(['ip', '-n', hv.netns, '-o', 'link'], capture_output=True, text=True, check=True).stdout
+    assert f_net['tap'] in links and s_net['tap'] in links
+    fork_dir = os.path.join(hv.state_dir, 'vms', 'web2')
+    assert s_live['vsock']['cid'] == 3 and f_live['vsock']['cid'] not in (3, None), f_live['vsock']
+    assert f_live['vsock']['socket'] == os.path.join(fork_dir, 'vsock.sock') != s_live['vsock']['socket']
+    assert f_live['serial']['file'] == os.path.join(fork_dir, 'serial.log') != s_live['serial']['file']
     clone_disk = disk_path(hv, 'web2')
     assert read_at(clone_disk, 11) == b'source-data'
     assert os.stat(clone_disk).st_ino != os.stat(disk_path(hv)).st_ino
-    # no temporary snapshot left anywhere
-    assert hv.info('web1')[0]['snapshots'] == []
+    # no temporary snapshot left anywhere: none of the source's, and the fork's own restore source
+    # goes once the fork runs, except with ondemand, where CH reads the guest memory from it
+    assert infos['web1']['snapshots'] == []
     assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots'))
     leftovers = [f for f in hv.files() if '.partial' in f or store.MARKER in f]
     assert leftovers == []
-    assert sorted(os.listdir(os.path.join(hv.state_dir, 'vms', 'web2', 'clone-source'))) == \
-        ['config.json', 'memory-ranges', 'state.json']
-    assert hv.vm(name='web2', clone_from={'vm': 'web1'})['changed'] is False
+    work = os.path.join(fork_dir, 'clone-source')
+    with open(hv.request_log) as handle:
+        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    assert bodies[-1]['source_url'] == 'file://' + work, bodies
+    assert bodies[-1]['memory_restore_mode'] == snapmod.MEMORY_RESTORE_MODES[mode], bodies
+    if mode == 'ondemand':
+        assert sorted(os.listdir(work)) == ['config.json', 'memory-ranges', 'state.json']
+        return
+    assert not os.path.exists(work)
+    # what a fork killed after its restore got through, before it cleared its marker, leaves: the
+    # next run finishes the clone (nothing to redo) and drops the temporary snapshot then
+    os.makedirs(work)
+    with open(os.path.join(work, 'memory-ranges'), 'wb') as handle:
+        handle.truncate(1 << 20)
+    store.write_marker(Layout(hv.state_dir, hv.run_dir), 'web2',
+                       {'op': 'clone', 'files': [], 'work': work, 'memory_restore_mode': mode})
+    finished = hv.vm(**fork)
+    assert finished['changes'] == ['finish an interrupted clone (its restore had completed)'], finished
+    assert not os.path.exists(work) and hv.pid('web2') == fork_pid
 
 
 def test_standby_and_back(logged):

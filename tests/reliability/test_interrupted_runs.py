@@ -262,5 +262,7 @@ def test_killed_during_clone(slow, source):
     # never cold-booted: the clone's guest state comes from vm.restore
     puts = [r['endpoint'] for r in read_requests(host.request_log)[start:] if r['method'] == 'PUT']
     assert 'vm.restore' in puts and 'vm.boot' not in puts, puts
+    # a fork's temporary snapshot is gone once the fork runs; a clone of s1 keeps its hard link
+    assert os.path.exists(os.path.join(host.vm_dir('web2'), snapmod.CLONE_SOURCE)) == (source == 'snapshot')
     # the source was resumed by the clone's run (fork) or never paused (snapshot)
     assert_consistent(host, info, {'web1': 'running', 'web2': 'running'})
