@@ -123,10 +123,13 @@ def test_present_absent_idempotent_and_run_state_kept(logged):
     assert out['again-check']['changed'] is False
     listed = out['info']['vms'][0]['snapshots']
     assert [(s['name'], s['path'], s['ch_version']) for s in listed] == [('s1', path, '53.0.0')]
+    assert (listed[0]['size_bytes'], listed[0]['created']) == (result['size_bytes'], result['created'])
     # paused stays paused: no pause/resume around the snapshot
     assert hv.vm(**vm_args(hv, state='paused'))['changed']
     count = len(requests(hv.request_log, pid))
-    assert snap(hv, name='s2', include_disks=False)['changed']
+    s2 = snap(hv, name='s2', include_disks=False)
+    assert s2['changed'] and s2['snapshot']['includes_disks'] is False
+    assert 'disks' not in os.listdir(s2['snapshot']['path'])
     assert requests(hv.request_log, pid)[count:] == ['vm.snapshot']
     assert vm_state(hv) == 'paused'
     # absent, absent again, check mode
@@ -148,10 +151,10 @@ def test_restore_brings_back_disks_in_a_new_vmm(logged):
     assert snap(hv)['changed']
     write_at(disk, b'AFTER--SNAPSHOT', 1 << 20)
     pid = hv.pid('web1')
-    pred = snap(hv, state='restored', check=True)
+    pred = snap(hv, state='restored', prefault=True, check=True)
     assert pred['changed'] and hv.pid('web1') == pid
     assert read_at(disk, 15, 1 << 20) == b'AFTER--SNAPSHOT'
-    res = snap(hv, state='restored')
+    res = snap(hv, state='restored', prefault=True)
     assert res['changed'] and res['changes'] == pred['changes']
     assert read_at(disk, 15, 1 << 20) == b'before-snapshot'
     new_pid = hv.pid('web1')
@@ -161,9 +164,16 @@ def test_restore_brings_back_disks_in_a_new_vmm(logged):
     assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith('.')], 'leftover temp files'
     # the VM is converged as usual afterwards
     assert hv.vm(**vm_args(hv))['changed'] is False
-    # restored again, leaving it paused: always changed
-    res = snap(hv, state='restored', resume=False)
+    # restored again, leaving it paused, with the memory mapped on demand: always changed
+    res = snap(hv, state='restored', resume=False, memory_restore_mode='ondemand')
     assert res['changed'] and vm_state(hv) == 'paused'
+    # the options reach CH's restore as given
+    snap_dir = os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1')
+    with open(hv.request_log) as handle:
+        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    picked = [(b['source_url'], b.get('prefault'), b.get('memory_restore_mode'), b.get('resume')) for b in bodies]
+    assert picked == [('file://' + snap_dir, True, 'Copy', True),
+                      ('file://' + snap_dir, False, 'OnDemand', False)], bodies
 
 
 def test_clone_gets_a_new_identity(hv_ns, tmp_path):
@@ -224,6 +234,14 @@ def test_clone_gets_a_new_identity(hv_ns, tmp_path):
     # options the task sets are applied to the clone like any change
     grown = hv.vm(**dict(clone_args, memory='1G'))
     assert grown['changed'] and grown['restart_required'] is True
+    # clone_from.path: a snapshot named by its directory gives one more identity
+    third = hv.vm(name='web3', clone_from={'path': snap_dir})
+    assert third['_rc'] == 0 and third['changed'] and third['vm']['state'] == 'running', third
+    t_net = third['vm']['networks'][0]
+    assert t_net['mac'] not in (s_net['mac'], c_net['mac']) and t_net['tap'] not in (s_net['tap'], c_net['tap'])
+    assert [d['path'] for d in third['vm']['disks']] == [disk_path(hv, 'web3')]
+    assert os.stat(os.path.join(hv.state_dir, 'vms', 'web3', 'clone-source', 'memory-ranges')).st_ino == \
+        os.stat(os.path.join(snap_dir, 'memory-ranges')).st_ino
 
 
 def qemu_img_info(path):
@@ -371,6 +389,35 @@ def test_fork_from_running(hv_ns, tmp_path, mode):
     assert not os.path.exists(work) and hv.pid('web2') == fork_pid
 
 
+def test_snapshot_at_a_path_of_its_own(logged, tmp_path):
+    """path: the snapshot lives there, and its name finds it afterwards (listed, unchanged,
+    restored and removed without path)."""
+    hv = logged
+    hv.vm(**vm_args(hv))
+    disk = disk_path(hv)
+    write_at(disk, b'at-snapshot')
+    where = tmp_path / 'elsewhere'
+    where.mkdir()
+    path = str(where / 'first')
+    pred = snap(hv, path=path, check=True)
+    assert pred['changed'] and not os.path.exists(path), pred
+    first = snap(hv, path=path)
+    assert first['changed'] and first['changes'] == pred['changes'] and first['snapshot']['path'] == path
+    assert snapmod.read_manifest(path)['name'] == 's1'
+    assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1'))
+    write_at(disk, b'later-write')
+    out = batch(hv, snap_task('again', path=path), snap_task('by-name'), ('info', 'cloudhv.ch.ch_vm_info', {'name': 'web1'}),
+                snap_task('restore', state='restored'))
+    assert out['again']['changed'] is False and out['by-name']['changed'] is False
+    assert out['by-name']['snapshot']['path'] == path
+    assert [(s['name'], s['path']) for s in out['info']['vms'][0]['snapshots']] == [('s1', path)]
+    assert out['restore']['changed'] and read_at(disk, 11) == b'at-snapshot'
+    assert vm_state(hv) == 'running'
+    gone = snap(hv, state='absent')
+    assert gone['changed'] and not os.path.exists(path)
+    assert vm_state(hv) == 'running' and hv.info('web1')[0]['snapshots'] == []
+
+
 def test_standby_and_back(logged):
     hv = logged
     hv.vm(**vm_args(hv, memory='256M'))
@@ -397,6 +444,15 @@ def test_standby_and_back(logged):
     assert requests(hv.request_log, new_pid) == ['vm.restore']
     assert not os.path.exists(standby)
     assert hv.vm(**back_args)['changed'] is False
+    # standby again, then paused: restored without resuming
+    assert hv.vm(**args)['changed'] and hv.pid('web1') is None
+    paused = hv.vm(**vm_args(hv, memory='256M', state='paused'))
+    assert paused['changed'] and paused['vm']['state'] == 'paused' and vm_state(hv) == 'paused'
+    assert requests(hv.request_log, hv.pid('web1')) == ['vm.restore']
+    with open(hv.request_log) as handle:
+        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    assert [b.get('resume') for b in bodies] == [True, False], bodies
+    assert not os.path.exists(standby)
 
 
 def test_standby_refuses_to_wake_on_changed_disks(logged):
