@@ -928,6 +928,8 @@ def finish_clone(mgr, marker, run_state, check_mode=False):
     clone-source are complete; redo the restore unless it got through. Caller holds the lock."""
     state = _live_state(mgr.vmm)
     work = marker.get('work') or os.path.join(mgr.vm_dir, CLONE_SOURCE)
+    mode = marker.get('memory_restore_mode') or 'copy'
+    record = mgr.layout.read_record(mgr.name) or {}
     if state in ('Running', 'Paused'):
         changes = ['finish an interrupted clone (its restore had completed)']
     else:
@@ -936,13 +938,12 @@ def finish_clone(mgr, marker, run_state, check_mode=False):
             if mgr.vmm.pid() is not None:
                 mgr.vmm.stop(timeout=0, force=True)
             mgr.vmm.cleanup()
-            spec = (mgr.layout.read_record(mgr.name) or {}).get('spec') or {}
-            mgr._ensure_taps(spec)
-            _restore_clone(mgr, work, marker.get('memory_restore_mode') or 'copy', marker.get('prefault'),
+            mgr._ensure_taps(record.get('spec') or {})
+            _restore_clone(mgr, work, mode, marker.get('prefault'),
                            paused=run_state != 'running')
     if not check_mode:
         clear_marker(mgr.layout, mgr.name)
-        _drop_fork_source(mgr.layout.read_record(mgr.name) or {}, work, marker.get('memory_restore_mode') or 'copy')
+        _drop_fork_source(record, work, mode)
     return changes, run_state if state is None else state.lower()
 
 

@@ -72,6 +72,12 @@ def requests(path, pid=None):
     return out
 
 
+def restore_bodies(path):
+    """The bodies of the vm.restore requests in the simulator's request log, in order."""
+    with open(path) as handle:
+        return [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+
+
 def vm_state(hv, name='web1'):
     return hv.info(name)[0]['state']
 
@@ -169,8 +175,7 @@ def test_restore_brings_back_disks_in_a_new_vmm(logged):
     assert res['changed'] and vm_state(hv) == 'paused'
     # the options reach CH's restore as given
     snap_dir = os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots', 's1')
-    with open(hv.request_log) as handle:
-        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    bodies = restore_bodies(hv.request_log)
     picked = [(b['source_url'], b.get('prefault'), b.get('memory_restore_mode'), b.get('resume')) for b in bodies]
     assert picked == [('file://' + snap_dir, True, 'Copy', True),
                       ('file://' + snap_dir, False, 'OnDemand', False)], bodies
@@ -226,8 +231,7 @@ def test_clone_gets_a_new_identity(hv_ns, tmp_path):
     new_uuid = res['vm']['config']['platform']['uuid']
     assert new_uuid not in (uuid, None) and live['platform']['uuid'] == new_uuid
     assert infos['web1']['live_config']['platform']['uuid'] == uuid
-    with open(hv.request_log) as handle:
-        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    bodies = restore_bodies(hv.request_log)
     assert bodies[-1]['prefault'] is True and bodies[-1]['memory_restore_mode'] == 'Copy', bodies
     # the source is untouched and still running
     assert infos['web1']['state'] == 'running'
@@ -369,8 +373,7 @@ def test_fork_from_running(hv_ns, tmp_path, mode):
     leftovers = [f for f in hv.files() if '.partial' in f or store.MARKER in f]
     assert leftovers == []
     work = os.path.join(fork_dir, 'clone-source')
-    with open(hv.request_log) as handle:
-        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    bodies = restore_bodies(hv.request_log)
     assert bodies[-1]['source_url'] == 'file://' + work, bodies
     assert bodies[-1]['memory_restore_mode'] == snapmod.MEMORY_RESTORE_MODES[mode], bodies
     if mode == 'ondemand':
@@ -449,8 +452,7 @@ def test_standby_and_back(logged):
     paused = hv.vm(**vm_args(hv, memory='256M', state='paused'))
     assert paused['changed'] and paused['vm']['state'] == 'paused' and vm_state(hv) == 'paused'
     assert requests(hv.request_log, hv.pid('web1')) == ['vm.restore']
-    with open(hv.request_log) as handle:
-        bodies = [e.get('body') for e in map(json.loads, handle) if e['endpoint'] == 'vm.restore']
+    bodies = restore_bodies(hv.request_log)
     assert [b.get('resume') for b in bodies] == [True, False], bodies
     assert not os.path.exists(standby)
 
