@@ -43,6 +43,8 @@ runs, load 4-7, so single runs swing a lot):
   0.39 (met; stdev of the clone 735 ms: one 2.3 s round); linked clone 90 ms, 0.072 (met).
   XFS reflink=1 on a loop device, 3 rounds: clone 87 ms (files 4 ms), cp 2.9 ms (reflinks):
   ratio 30 (NOT met, literal baseline), 0.017 against cp --reflink=never (5.2 s): met.
+* Fourth session (2026-12-04, quiet machine): ext4 /tmp, 5 rounds: clone 396 ms (files 311 ms),
+  cp 922 ms, ratio 0.43 (met); linked clone 75 ms, 0.081 (met).
 * XFS with reflink=1 (loop device): clone 90-95 ms (files 3-4 ms, the rest is the simulator's
   VMM start and vm.restore), cp 4 ms because coreutils 9 cp reflinks too: ratio ~21 against the
   literal baseline, NOT met; 0.016 against a full copy (cp --reflink=never, 5.8 s on that
