@@ -947,6 +947,14 @@ def finish_clone(mgr, marker, run_state, check_mode=False):
     return changes, run_state if state is None else state.lower()
 
 
+def _other_links(path):
+    """How many other names the file ``path`` has (hard links), 0 when it is missing."""
+    try:
+        return os.stat(path).st_nlink - 1
+    except OSError:
+        return 0
+
+
 def _drop_fork_source(record, work, memory_restore_mode):
     """Remove a fork's clone-source once its restore got through: the fork's snapshot was
     temporary, and vm.restore has copied its memory into the guest. Kept with ondemand (CH reads
@@ -1050,11 +1058,17 @@ class SnapshotManager(object):
                                       self.name, self.vm, ', '.join(users), 'them' if len(users) > 1 else 'it'))
             snap = snapshot_result(path, manifest)
             changes.append('delete snapshot %s of %s (%s)' % (self.name, self.vm, path))
+            warnings = []
+            held = _other_links(os.path.join(path, 'memory-ranges'))
+            if held:
+                warnings.append("the memory-ranges of snapshot %s of %s is hard-linked by %d clone(s) (their "
+                                "clone-source): its disk space is freed only when they are removed"
+                                % (self.name, self.vm, held))
             if not self.check_mode:
                 _rmtree(path)
                 fsync_dir(os.path.dirname(path))
                 self._register(None)
-            return self._result(changes, before, {'state': 'absent', 'path': path}, snap)
+            return self._result(changes, before, {'state': 'absent', 'path': path}, snap, warnings)
         if state == 'present':
             if manifest is not None:
                 if not self.check_mode and read_registry(self.layout, self.vm).get(self.name) != path:

@@ -41,7 +41,9 @@ options:
   state:
     description:
       - V(present) takes the snapshot if it does not exist; an existing one is left alone.
-      - V(absent) deletes it.
+      - V(absent) deletes it. It refuses while a linked clone (C(clone_from.disks=overlay)) uses its disks.
+        It warns when clones still hard-link its C(memory-ranges) (in their C(clone-source)), since that
+        space is freed only when those clones are removed.
       - V(restored) brings the VM back to it; always changed.
     type: str
     choices: [present, absent, restored]

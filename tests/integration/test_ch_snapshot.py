@@ -246,6 +246,13 @@ def test_clone_gets_a_new_identity(hv_ns, tmp_path):
     assert [d['path'] for d in third['vm']['disks']] == [disk_path(hv, 'web3')]
     assert os.stat(os.path.join(hv.state_dir, 'vms', 'web3', 'clone-source', 'memory-ranges')).st_ino == \
         os.stat(os.path.join(snap_dir, 'memory-ranges')).st_ino
+    # deleting the snapshot says that the two clones keep its memory file (and its space)
+    out = batch(hv, snap_task('predict', check=True, state='absent'), snap_task('gone', state='absent'))
+    for result in out.values():
+        assert result['changed'] and result['warnings'] == [
+            'the memory-ranges of snapshot s1 of web1 is hard-linked by 2 clone(s) (their clone-source): '
+            'its disk space is freed only when they are removed'], result
+    assert not os.path.exists(snap_dir) and vm_state(hv, 'web3') == 'running'
 
 
 def qemu_img_info(path):
