@@ -6,6 +6,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k ch_vm).
 source "$(dirname "$0")/lib.sh"
 need_deb mkfs.xfs xfsprogs   # tests only: the reflink (FICLONE) copy test makes an XFS image
+need_deb as binutils          # tests only: re-assembles the real_ch test guest (tests/support/testguest.S)
 setup_all
 cd "$REPO" || exit 1
 echo ">> ansible-test sanity"
