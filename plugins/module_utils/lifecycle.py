@@ -123,7 +123,8 @@ class VmManager(object):
         if record is None:
             return Observed(None, None, None, 'absent')
         if record.get('run_state') in ('running', 'paused'):
-            return Observed(record, None, None, 'crashed')
+            # a guest that powered itself off ends its VMM cleanly: stopped, not crashed
+            return Observed(record, None, None, 'stopped' if self.vmm.exited_on_its_own() else 'crashed')
         if record.get('run_state') == 'standby' and _snapmod().standby_manifest(self.layout, self.name):
             return Observed(record, None, None, 'standby')
         return Observed(record, None, None, 'stopped')

@@ -181,6 +181,14 @@ class Vmm(object):
     def alive(self):
         return self.pid() is not None
 
+    def exited_on_its_own(self):
+        """No VMM runs, and the last one ended cleanly rather than being killed: CH removes its
+        API socket when it exits by itself (a guest power-off, vmm.shutdown, SIGTERM), and a
+        killed VMM leaves it. Our pid file must still be there (gone too: a reboot emptied
+        run_dir, and nothing tells how the VMM ended)."""
+        return (self.pid() is None and os.path.lexists(self.pid_file)
+                and not os.path.lexists(self.socket_path))
+
     def _exited(self, pid):
         """True once the process is gone or a zombie. An exiting process loses its cmdline before
         it closes its files (the API socket), so an empty cmdline does not count as exited."""

@@ -209,6 +209,29 @@ def test_crash_recovery(hv):
     assert hv.vm(**vm_args(hv))['changed'] is False
 
 
+def test_guest_power_off_is_stopped_not_crashed(hv):
+    """A guest that powers itself off ends its VMM cleanly (CH removes its API socket; a killed
+    VMM leaves it): ch_vm_info says stopped, and state=stopped then only cleans up after it.
+    (Found on the real CH with the real_ch suite's guest; here the power-off is the simulated
+    guest's answer to a power button sent past the module.)"""
+    from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
+    converge(hv, 'running')
+    pid = hv.pid('web1')
+    with ChClient(os.path.join(hv.run_dir, 'web1.sock')) as client:
+        client.power_button()
+    for _attempt in range(200):
+        if proc_cmdline(pid) is None:
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(os.path.join(hv.run_dir, 'web1.sock'))
+    assert live_info(hv)['state'] == 'stopped'
+    cleaned = hv.vm(**vm_args(hv, state='stopped'))
+    assert cleaned['_rc'] == 0 and cleaned['diff']['before']['state'] == 'stopped', cleaned
+    converge(hv, 'stopped')
+    assert live_info(hv)['state'] == 'stopped'
+    assert converge(hv, 'running')['changed'] is True
+
+
 def test_guest_ignoring_acpi_still_stops(hv):
     hv.env = {'CHSIM_IGNORE_ACPI': '1'}
     converge(hv, 'running')
