@@ -1,8 +1,10 @@
-"""The collection against a real Cloud Hypervisor on a KVM host (how users with hardware verify a
-release): boot an Ubuntu cloud image with cloud-init, live resize, snapshot, restore (rollback),
-clone from the snapshot, fork the running VM, clean up. Every step is a real ansible-playbook run; see conftest.py for the environment.
+"""The collection against a real Cloud Hypervisor on a KVM host whose KVM boots stock kernels (how
+users with hardware verify a release): boot an Ubuntu cloud image with cloud-init, live resize,
+snapshot, restore (rollback), clone from the snapshot, fork the running VM, clean up. Every step is a
+real ansible-playbook run; see conftest.py for the environment.
 
-Without CH_BINARY every test here is skipped with that reason: none of them counts as a pass.
+Without CH_BINARY, CH_FIRMWARE and CH_IMAGE every test here is skipped with that reason: none of
+them counts as a pass. tests/real_ch/test_real_ch.py covers the same and more with the test guest.
 The tests share one VM and run in file order (one xdist group).
 """
 import os
@@ -16,7 +18,7 @@ from tests.real_ch.realch import SKIP_REASON
 
 pytestmark = [
     pytest.mark.real_ch,
-    pytest.mark.xdist_group('real_ch'),
+    pytest.mark.xdist_group('real_ch_cloud'),
     pytest.mark.skipif(not os.environ.get('CH_BINARY'), reason=SKIP_REASON),
 ]
 
@@ -48,17 +50,17 @@ def live_vcpus(vm):
 
 
 @pytest.fixture(scope='module')
-def snapshot_s1(real_host, guest):
+def snapshot_s1(cloud_host, guest):
     """Snapshot s1 of the running VM, taken once; returns the vCPUs the guest had then."""
-    host = real_host
+    host = cloud_host
     before = host.info(host.vm_name)
     assert before['state'] == 'running', before
     created = host.snapshot('s1', 'present')
     return {'vcpus': live_vcpus(before), 'pid': before['pid'], 'result': created}
 
 
-def test_boot_with_cloud_init(real_host, guest):
-    host = real_host
+def test_boot_with_cloud_init(cloud_host, guest):
+    host = cloud_host
     first = guest['first']
     vm = first['vm']
     assert first['changed'] is True
@@ -78,16 +80,16 @@ def test_boot_with_cloud_init(real_host, guest):
     assert info['state'] == 'running' and info['pid'] == vm['pid'], info
 
 
-def test_guest_network_answers(real_host, guest):
+def test_guest_network_answers(cloud_host, guest):
     """cloud-init's network config reached the guest: it answers on the test bridge."""
-    reason = can_ping(real_host)
+    reason = can_ping(cloud_host)
     if reason:
         pytest.skip('real_ch: ' + reason)
-    assert ping(real_host.guest_ip), 'the guest never answered ping at %s' % real_host.guest_ip
+    assert ping(cloud_host.guest_ip), 'the guest never answered ping at %s' % cloud_host.guest_ip
 
 
-def test_live_resize(real_host, guest):
-    host = real_host
+def test_live_resize(cloud_host, guest):
+    host = cloud_host
     before = host.info(host.vm_name)
     grown = host.vm_args(cpus=2, memory='2G')  # RAM within memory (1G) + memory_hotplug (2G)
 
@@ -109,8 +111,8 @@ def test_live_resize(real_host, guest):
     assert again['changed'] is False, again.get('changes')
 
 
-def test_snapshot_present_is_idempotent(real_host, snapshot_s1):
-    host = real_host
+def test_snapshot_present_is_idempotent(cloud_host, snapshot_s1):
+    host = cloud_host
     assert snapshot_s1['result']['changed'] is True
     again = host.snapshot('s1', 'present')
     assert again['changed'] is False
@@ -118,8 +120,8 @@ def test_snapshot_present_is_idempotent(real_host, snapshot_s1):
     assert after['state'] == 'running', 'the VM did not go back to running after the snapshot: %s' % after
 
 
-def test_restore_rolls_back(real_host, snapshot_s1):
-    host = real_host
+def test_restore_rolls_back(cloud_host, snapshot_s1):
+    host = cloud_host
     vcpus = snapshot_s1['vcpus']
     changed = host.ok('cloudhv.ch.ch_vm', host.vm_args(cpus=vcpus + 1, memory='2G'))
     assert changed['changed'] is True
@@ -138,8 +140,8 @@ def test_restore_rolls_back(real_host, snapshot_s1):
         assert ping(host.guest_ip), 'the restored guest does not answer ping at %s' % host.guest_ip
 
 
-def test_clone_from_snapshot(real_host, snapshot_s1):
-    host = real_host
+def test_clone_from_snapshot(cloud_host, snapshot_s1):
+    host = cloud_host
     args = {'name': host.clone_name, 'state': 'running',
             'clone_from': {'vm': host.vm_name, 'snapshot': 's1'}}
     clone = host.ok('cloudhv.ch.ch_vm', args)
@@ -163,10 +165,10 @@ def test_clone_from_snapshot(real_host, snapshot_s1):
     assert again['changed'] is False, again.get('changes')
 
 
-def test_linked_clone_from_snapshot(real_host, snapshot_s1):
+def test_linked_clone_from_snapshot(cloud_host, snapshot_s1):
     """clone_from.disks=overlay: the clone's disk is a qcow2 overlay on the snapshot's copy (itself
     an overlay on CH_IMAGE here: a chain of three), restored by the real CH with a changed disk."""
-    host = real_host
+    host = cloud_host
     args = {'name': host.linked_name, 'state': 'running',
             'clone_from': {'vm': host.vm_name, 'snapshot': 's1', 'disks': 'overlay'}}
     clone = host.ok('cloudhv.ch.ch_vm', args)
@@ -183,9 +185,9 @@ def test_linked_clone_from_snapshot(real_host, snapshot_s1):
     assert gone['changed'] is True
 
 
-def test_fork_running_vm(real_host, guest):
+def test_fork_running_vm(cloud_host, guest):
     """clone_from without a snapshot forks the running VM (a temporary snapshot, then a clone)."""
-    host = real_host
+    host = cloud_host
     args = {'name': host.fork_name, 'state': 'running', 'clone_from': {'vm': host.vm_name}}
     fork = host.ok('cloudhv.ch.ch_vm', args)
     assert fork['changed'] is True
@@ -196,8 +198,8 @@ def test_fork_running_vm(real_host, guest):
     assert host.ok('cloudhv.ch.ch_vm', args)['changed'] is False
 
 
-def test_cleanup_removes_everything(real_host, guest):
-    host = real_host
+def test_cleanup_removes_everything(cloud_host, guest):
+    host = cloud_host
     for name in (host.clone_name, host.fork_name):
         gone = host.ok('cloudhv.ch.ch_vm', {'name': name, 'state': 'absent', 'purge': True})
         assert gone['changed'] is True, name

@@ -36,11 +36,9 @@ def unit_of(pid):
 
 def test_launcher_systemd(real_host):
     host = real_host
-    name = host.vm_name + '-sd'
+    name = host.name('sd')
     unit = 'cloudhv-vmm-%s.service' % name
-    args = {'name': name, 'launcher': 'systemd', 'cpus': 1, 'memory': '512M', 'firmware': host.firmware,
-            'disks': [{'path': os.path.join(host.state_dir, 'vms', name, 'root.qcow2'),
-                       'backing_file': host.image}]}
+    args = host.guest_args(name, launcher='systemd')
     try:
         first = host.ok('cloudhv.ch.ch_vm', args)
         pid = first['vm']['pid']
@@ -54,14 +52,13 @@ def test_launcher_systemd(real_host):
         again = host.ok('cloudhv.ch.ch_vm', args)
         assert again['changed'] is False and again['vm']['pid'] == pid, again.get('changes')
 
-        snap = dict(host.defaults, vm=name, name='sd1')
-        host.ok('cloudhv.ch.ch_snapshot', dict(snap, state='present'))
-        host.ok('cloudhv.ch.ch_snapshot', dict(snap, state='restored'))
+        host.snapshot(name, 'sd1', 'present')
+        host.snapshot(name, 'sd1', 'restored')
         new_pid = host.info(name)['pid']
         assert new_pid and new_pid != pid
         assert systemctl('show', '--property=MainPID', '--value', unit) == str(new_pid)
         assert unit_of(new_pid) == unit
-        host.ok('cloudhv.ch.ch_snapshot', dict(snap, state='absent'))
+        host.snapshot(name, 'sd1', 'absent')
 
         stopped = host.ok('cloudhv.ch.ch_vm', dict(args, state='stopped', stop_timeout=10))
         assert stopped['changed'] is True
