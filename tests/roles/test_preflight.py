@@ -60,6 +60,22 @@ def test_preflight_passes_here_and_reports_the_kvm_module(tmp_path, mirror):
     assert 'cloud-hypervisor-static is version 53.0, expected 54.0. Remedy: run the cloudhv.ch.install role' in failure(res)
 
 
+def test_preflight_takes_the_real_binarys_version_output(tmp_path):
+    """The real CH v53.0 prints 'cloud-hypervisor v53.0.0' (and a second line), not 'v53.0':
+    that is the pinned version, not another one (found with the real binary)."""
+    binary = tmp_path / 'cloud-hypervisor'
+    binary.write_text('#!/bin/sh\nprintf "cloud-hypervisor v53.0.0\\nMigration Protocol Versions: 0\\n"\n')
+    binary.chmod(0o755)
+    variables = {'cloudhv_binary': str(binary), 'cloudhv_state_dir': str(tmp_path / 'state'),
+                 'cloudhv_run_dir': str(tmp_path / 'run')}
+    res = run_role(tmp_path, 'preflight', dict(variables, cloudhv_preflight_expected_version='v53.0'))
+    assert res.rc == 0, failure(res)
+    assert facts(res)['cloudhv_host']['binary']['version'] == '53.0.0'
+    res = run_role(tmp_path, 'preflight', dict(variables, cloudhv_preflight_expected_version='v53.1'))
+    assert res.rc != 0
+    assert 'is version 53.0.0, expected 53.1' in failure(res)
+
+
 def test_preflight_lists_every_problem_with_a_remedy(tmp_path):
     variables = {'cloudhv_binary': str(tmp_path / 'missing' / 'cloud-hypervisor'),
                  'cloudhv_state_dir': str(tmp_path / 'state'), 'cloudhv_run_dir': str(tmp_path / 'run'),
