@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import re
 import traceback
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
@@ -38,8 +39,17 @@ def require_httpx():
         raise MissingDependency('httpx', exception=HTTPX_IMPORT_ERROR)
 
 
+# CH's error chain can carry a Rust backtrace ("...(os error 22)\n\nStack backtrace:\n   0: ...
+# clone3.S:81:0)"): frames of CH's own threads, no use to a user; the closing parentheses stay
+_BACKTRACE = re.compile(r'\n\s*\n\s*Stack backtrace:\n.*?(\)*)\s*$', re.S)
+
+
+def _strip_backtrace(message):
+    return _BACKTRACE.sub(lambda match: match.group(1), message)
+
+
 def _messages(response):
-    """CH's error body is a JSON array of strings; fall back to the raw text."""
+    """CH's error body is a JSON array of strings (backtraces dropped); else the raw text."""
     text = response.text
     if not text:
         return []
@@ -48,7 +58,7 @@ def _messages(response):
     except ValueError:
         return [text.strip()]
     if isinstance(body, list):
-        return [str(m) for m in body]
+        return [_strip_backtrace(str(m)) for m in body]
     if isinstance(body, dict) and 'error' in body:
         return [str(body['error'])]
     return [json.dumps(body)]

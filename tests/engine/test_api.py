@@ -1,4 +1,5 @@
 """The CH API client against the simulator: every method, and the error mapping."""
+import json
 import os
 import socket
 
@@ -126,3 +127,24 @@ def test_refusing_socket_is_not_reachable(tmp_path):
     sock.close()  # the file stays, nobody listens: ECONNREFUSED
     with pytest.raises(VmmNotReachable):
         ChClient(path, timeout=2).ping()
+
+
+class _Response(object):
+    def __init__(self, text):
+        self.text = text
+
+
+def test_error_chain_drops_chs_rust_backtraces():
+    """The real CH v53.0 appends a Rust backtrace to some error messages (seen on vm.snapshot);
+    the message keeps its text and closing parenthesis, the frames go."""
+    from ansible_collections.cloudhv.ch.plugins.module_utils.api import _messages
+    body = json.dumps([
+        'Error from API', 'Cannot snapshot VM',
+        'Could not get vCPU state GetNestedState(Invalid argument (os error 22)\n\nStack backtrace:\n'
+        '   0: <unknown>\n  12: start_thread\n             at ./nptl/pthread_create.c:442:8\n'
+        '  13: clone3\n             at ./misc/../sysdeps/unix/sysv/linux/x86_64/clone3.S:81:0)'])
+    assert _messages(_Response(body)) == [
+        'Error from API', 'Cannot snapshot VM',
+        'Could not get vCPU state GetNestedState(Invalid argument (os error 22))']
+    plain = json.dumps(['Error from API', 'VM is not running'])
+    assert _messages(_Response(plain)) == ['Error from API', 'VM is not running']
