@@ -40,8 +40,23 @@ if [ -z "$CH_BINARY" ]; then
   echo "== No real Cloud Hypervisor found: the demo installs and uses the CH SIMULATOR =="
   echo "== (stand-in release mirror: $MIRROR_URL, serving $DEMO_ROOT/mirror) =="
 fi
+# A real CH boots a real guest: CLOUDHV_DEMO_KERNEL when given (a kernel that boots on this host),
+# else the test guest of tests/support/testguest.py (a 32-bit PVH kernel that runs on any KVM host,
+# printing a counter on its serial port; stock kernels do not boot on every host).
+DEMO_KERNEL="${CLOUDHV_DEMO_KERNEL:-}"
+DEMO_MARKER=""
+if [ "$SIMULATED" = false ]; then
+  echo "== Using the REAL Cloud Hypervisor: $CH_BINARY ($("$CH_BINARY" --version | head -n 1)) =="
+  if [ -z "$DEMO_KERNEL" ]; then
+    DEMO_KERNEL="$DEMO_ROOT/testguest.elf"
+    "$PY" "$REPO/tests/support/testguest.py" "$DEMO_KERNEL"
+    DEMO_MARKER="tick 00000001"   # the test guest's second counter line: it boots and runs
+    echo "== guest: the test guest $DEMO_KERNEL (set CLOUDHV_DEMO_KERNEL=/path/to/vmlinux for another) =="
+  fi
+fi
 ip netns exec "$NS" "$VENV/bin/ansible-playbook" -i localhost, -c local "$REPO/playbooks/demo.yml" \
-  -e "ansible_python_interpreter=$PY" \
+  -e "ansible_python_interpreter=$PY" -e "cloudhv_demo_kernel=$DEMO_KERNEL" \
+  -e "cloudhv_demo_serial_marker=$DEMO_MARKER" \
   -e "cloudhv_demo_binary=$CH_BINARY" -e "cloudhv_demo_simulated=$SIMULATED" \
   -e "cloudhv_demo_mirror_url=$MIRROR_URL" \
   -e "cloudhv_demo_root=$DEMO_ROOT" "$@"
