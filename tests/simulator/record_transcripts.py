@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Record the conformance transcripts from a real Cloud Hypervisor (run by hand, as root, on a
+host with a usable /dev/kvm):
+
+    CH_BINARY=/opt/ch53/bin/cloud-hypervisor python tests/simulator/record_transcripts.py [scenario...]
+
+For each scenario of transcripts.py (all by default) it makes a temporary directory, writes the
+test guest (tests/support/testguest.py) and the scenario's files into it, starts the binary there
+(inside a throwaway network namespace holding the scenario's taps, if it has any), runs the steps
+and writes tests/simulator/transcripts/<scenario>.json. Everything it created is removed
+afterwards. The transcripts are CH's answers, normalized by the rules in transcripts.py.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import transcripts as T  # noqa: E402
+
+
+def write_guest(path):
+    subprocess.run([sys.executable, os.path.join(HERE, os.pardir, "support", "testguest.py"), path],
+                   check=True)
+
+
+def version_of(binary):
+    return subprocess.run([binary, "--version"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[0].strip()
+
+
+class Netns:
+    """A throwaway network namespace with persistent vnet_hdr taps (removed on close)."""
+
+    def __init__(self, taps):
+        self.name = "chrec-%s" % uuid.uuid4().hex[:8]
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.run("ip", "link", "set", "lo", "up")
+        for tap in taps:
+            self.run("ip", "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr")
+
+    def run(self, *cmd):
+        subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), check=True)
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def record(binary, name, version):
+    scenario = T.SCENARIOS[name]
+    root = tempfile.mkdtemp(prefix="chrec-", dir="/tmp")
+    netns = Netns(scenario["taps"]) if scenario.get("taps") else None
+    conv = T.Conversation(binary, root, netns=netns.name if netns else None)
+    try:
+        T.prepare_root(root, scenario, write_guest)
+        steps = conv.run(scenario["steps"])
+    finally:
+        conv.stop()
+        if netns:
+            netns.close()
+        shutil.rmtree(root, ignore_errors=True)
+    doc = {
+        "scenario": name,
+        "recorded_with": version,
+        "command_line": ["cloud-hypervisor"] + T.command_line("{root}"),
+        "files": scenario.get("files", {}),
+        "taps": scenario.get("taps", []),
+        "sim_env": scenario.get("sim_env", {}),
+        "steps": steps,
+    }
+    os.makedirs(T.TRANSCRIPT_DIR, exist_ok=True)
+    with open(T.transcript_path(name), "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=False)
+        f.write("\n")
+    return doc
+
+
+def main(argv):
+    binary = os.environ.get("CH_BINARY")
+    if not binary:
+        sys.exit("set CH_BINARY to the real cloud-hypervisor")
+    names = argv or sorted(T.SCENARIOS)
+    version = version_of(binary)
+    for name in names:
+        doc = record(binary, name, version)
+        codes = [s["response"].get("status") for s in doc["steps"] if "response" in s]
+        print("%s: %d steps, statuses %s" % (name, len(doc["steps"]), codes))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
