@@ -54,7 +54,8 @@ DEFAULT_MEMORY = 512 * MiB
 
 
 def version_info():
-    """(version, build_version) from CHSIM_VERSION, e.g. ("53.0.0", "v53.0")."""
+    """(version, build_version) from CHSIM_VERSION, e.g. ("53.0.0", "v53.0.0") as CH v53.0's
+    vmm.ping and --version report them."""
     raw = (os.environ.get("CHSIM_VERSION") or "53.0.0").strip().lstrip("vV")
     nums = []
     for part in raw.split(".")[:3]:
@@ -66,7 +67,7 @@ def version_info():
         nums.append(int(digits or 0))
     while len(nums) < 3:
         nums.append(0)
-    return "%d.%d.%d" % tuple(nums), "v%d.%d" % (nums[0], nums[1])
+    return "%d.%d.%d" % tuple(nums), "v%d.%d.%d" % tuple(nums)
 
 
 def env_float(name, default=0.0):
@@ -247,9 +248,9 @@ def validation(msg):
 
 class HttpErr(Exception):
     def __init__(self, status, messages):
-        Exception.__init__(self, ": ".join(messages))
+        Exception.__init__(self, ": ".join(messages or []))
         self.status = status
-        self.messages = list(messages)
+        self.messages = None if messages is None else list(messages)   # None: empty body
 
 
 # --------------------------------------------------------------------------
@@ -1147,7 +1148,7 @@ class Vmm:
 
     def do_ping(self, _body):
         return 200, {"build_version": self.build_version, "version": self.version,
-                     "pid": os.getpid(), "features": ["kvm", "io_uring"]}
+                     "pid": os.getpid(), "features": ["io_uring", "kvm"]}
 
     def do_info(self, _body):
         if self.config is None:
@@ -1654,7 +1655,8 @@ class Vmm:
                 raise HttpErr(400, ["Bad Request"])
         elif body_kind != "any":
             if not raw_body:
-                raise HttpErr(400, ["Bad Request"])
+                # CH: 400 with an empty body (not even the ["Bad Request"] of a wrong method)
+                raise HttpErr(400, None)
             try:
                 body = json.loads(raw_body)
             except (ValueError, UnicodeDecodeError) as e:
@@ -1791,8 +1793,6 @@ class ApiSocket:
 # HTTP server
 # --------------------------------------------------------------------------
 
-REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-           429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class HttpServer:
@@ -1890,8 +1890,9 @@ class HttpServer:
             if endpoint == "vmm.shutdown" and method == "PUT":
                 after = _exit_after_vmm_shutdown
         except HttpErr as e:
-            status, data = e.status, json.dumps(e.messages).encode()
-            LOG.info("HTTP API error response: %s" % ": ".join(e.messages))
+            status = e.status
+            data = b"" if e.messages is None else json.dumps(e.messages).encode()
+            LOG.info("HTTP API error response: %s" % ": ".join(e.messages or ["(empty)"]))
         except Exception as e:  # a simulator bug: report it CH-style
             LOG.error("internal error handling %s %s: %r" % (method, path, e))
             status, data = 500, json.dumps(["Internal Server Error", "chsim: %r" % e]).encode()
@@ -1901,11 +1902,13 @@ class HttpServer:
         return after
 
     def _send(self, conn, status, data, close):
-        head = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "")),
+        # CH's micro_http: an empty reason phrase; a 204 has neither Content-Type nor
+        # Content-Length, every other answer both (Content-Length: 0 for an empty body).
+        head = ["HTTP/1.1 %d " % status,
                 "Server: Cloud Hypervisor API",
                 "Connection: %s" % ("close" if close else "keep-alive")]
-        head.append("Content-Type: application/json")
         if status != 204:
+            head.append("Content-Type: application/json")
             head.append("Content-Length: %d" % len(data))
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (data if status != 204 else b""))
 
@@ -2428,7 +2431,8 @@ def main(argv=None):
             sys.stdout.write(HELP)
             return 0
         if opts.get("--version"):
-            sys.stdout.write("cloud-hypervisor %s\n" % version_info()[1])
+            sys.stdout.write("cloud-hypervisor %s\nMigration Protocol Versions: 0\n"
+                             % version_info()[1])
             return 0
         sock_path = parse_api_socket(opts["--api-socket"]) if "--api-socket" in opts else None
         restore = parse_restore(opts["--restore"]) if "--restore" in opts else None
