@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,7 +53,7 @@ class Netns:
 
 def record(binary, name, version):
     scenario = T.SCENARIOS[name]
-    root = tempfile.mkdtemp(prefix="chrec-", dir="/tmp")
+    root = T.make_root()
     netns = Netns(scenario["taps"]) if scenario.get("taps") else None
     conv = T.Conversation(binary, root, netns=netns.name if netns else None)
     try:

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 
 import pytest
@@ -106,7 +105,7 @@ class Netns:
 
 def replay(doc):
     """Run the transcript's own steps against chsim; returns the replayed steps."""
-    root = tempfile.mkdtemp(prefix="chtr-", dir="/tmp")
+    root = T.make_root()
     netns = None
     conv = None
     try:

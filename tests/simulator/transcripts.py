@@ -37,6 +37,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,6 +130,8 @@ SCENARIOS = {
     },
     "resize": {
         "files": {},
+        # The test guest ignores ACPI (vCPU ejects) and has no virtio-balloon driver.
+        "sim_env": {"CHSIM_IGNORE_ACPI": "1", "CHSIM_NO_BALLOON_DRIVER": "1"},
         "steps": [
             PUT("vm.resize", {"desired_vcpus": 2}, note="no VM"),
             PUT("vm.create", vm_config(cpus={"boot_vcpus": 1, "max_vcpus": 4},
@@ -160,6 +163,7 @@ SCENARIOS = {
         ],
     },
     "hotplug": {
+        "sim_env": {"CHSIM_IGNORE_ACPI": "1"},   # the test guest never ejects a removed device
         "files": {"disk0.raw": 4 * MiB, "disk1.raw": 4 * MiB, "disk2.raw": 4 * MiB,
                   "disk3.raw": 4 * MiB},
         "steps": [
@@ -200,6 +204,7 @@ SCENARIOS = {
     },
     "net": {
         "files": {},
+        "sim_env": {"CHSIM_IGNORE_ACPI": "1"},
         "taps": ["chtap0", "chtap1"],
         "steps": [
             PUT("vm.create", vm_config(net=[NET])),
@@ -488,6 +493,12 @@ class Conversation:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def make_root():
+    """The scenario's directory. Recorder and replay use the same prefix (same path length):
+    serde's error positions (``at line 1 column 109``) count the paths in the request body."""
+    return tempfile.mkdtemp(prefix="chrec-", dir="/tmp")
 
 
 def prepare_root(root, scenario, guest_writer):
