@@ -275,6 +275,14 @@ def rust_type(schema):
             "number": "f64"}.get(kind, "a map")
 
 
+def buffered_at(path):
+    """CH v53.0 reports an error inside serial/console/debug_console at the end of that object
+    (observed: `{"serial": {"mode": "Bogus"}}` -> column of its `}`), not at the bad value."""
+    if len(path) > 1 and path[0] in ("serial", "console", "debug_console"):
+        return path[:1]
+    return path
+
+
 def one_of(names):
     names = ["`%s`" % n for n in names]
     if len(names) == 1:
@@ -452,6 +460,7 @@ class Spec:
             return ["%s at `%s`" % (msg, fmt_path(path)) for path, msg in found[:1]]
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         pos = json_positions(text)
+        found = [(buffered_at(path), msg) for path, msg in found]
         path, msg = min(found, key=lambda f: pos.get(f[0], len(text)))
         return ["%s at %s" % (msg, line_col(text, pos.get(path, len(text) - 1)))]
 
@@ -901,6 +910,7 @@ class LiveVm:
         self.boot_ram = 0                  # memory.size at boot: the hotplug region starts there
         self.plugged_ram = 0               # the largest RAM size plugged so far
         self.vcpus_pending_removal = False
+        self.boot_disks = set()            # disks present at boot (32-bit BARs)
         self.pending_removal = set()       # ids removed from the config, not yet ejected
 
     def next_name(self, prefix):
@@ -943,6 +953,29 @@ class LiveVm:
 
     def uptime(self):
         return time.monotonic() - self.started
+
+    def device_tree(self):
+        """vm.info's device_tree as CH v53.0 shows it (transcripts): the serial port and the
+        IOAPIC, and for every virtio device a node `<id>` whose parent is its PCI transport
+        `_virtio-pci-<id>` (one 512 KiB BAR: 32-bit for disks present at boot, which firmware
+        may boot from; 64-bit otherwise; `pci_bdf` on the transport only). The BAR addresses
+        are made up (the transcripts normalize them)."""
+        tree = {"__serial": {"id": "__serial", "resources": [], "children": []},
+                "__ioapic": {"id": "__ioapic", "resources": [], "children": []}}
+        n32 = n64 = 0
+        for dev_id, slot in sorted(self.slots.items(), key=lambda kv: kv[1]):
+            pci = "_virtio-pci-%s" % dev_id
+            if dev_id in self.boot_disks:
+                kind, base = "Mmio32", 0xC0000000 + n32 * 0x80000
+                n32 += 1
+            else:
+                kind, base = "Mmio64", 0x3FFFFFF80000 - n64 * 0x80000
+                n64 += 1
+            tree[pci] = {"id": pci, "resources": [{"PciBar": {
+                "index": 0, "base": base, "size": 0x80000, "type_": kind,
+                "prefetchable": False}}], "children": [dev_id], "pci_bdf": bdf(slot)}
+            tree[dev_id] = {"id": dev_id, "resources": [], "parent": pci, "children": []}
+        return tree
 
 
 # --------------------------------------------------------------------------
@@ -1183,6 +1216,8 @@ class Vmm:
             for kind, dev in self._devices(cfg):
                 if kind in ("disks", "net"):
                     order.append(dev["id"])
+                if kind == "disks":
+                    live.boot_disks.add(dev["id"])
             order.append("__rng")
             for kind, dev in self._devices(cfg):
                 if kind not in ("disks", "net", "devices", "user_devices"):
@@ -1260,11 +1295,7 @@ class Vmm:
                 "state": self.live.state if self.live else "Created",
                 "memory_actual_size": self.memory_actual_size()}
         if self.live is not None:
-            tree = {}
-            for dev_id, slot in sorted(self.live.slots.items(), key=lambda kv: kv[1]):
-                tree[dev_id] = {"id": dev_id, "resources": [], "children": [],
-                                "pci_bdf": bdf(slot)}
-            info["device_tree"] = tree
+            info["device_tree"] = self.live.device_tree()
         return 200, info
 
     def do_counters(self, _body):

@@ -246,8 +246,13 @@ def test_config_echo_defaults_ids_and_device_tree(spawn, files):
     ids = [d["id"] for d in info["config"]["disks"]] + [info["config"]["net"][0]["id"]]
     assert ids == ["_disk0", "_disk1", "_net2"]
     tree = info["device_tree"]
-    for i in ids:
-        assert re.match(r"^0000:00:[0-1][0-9a-f]\.0$", tree[i]["pci_bdf"])
+    for i in ids:   # CH v53.0: the device's node hangs off its PCI transport, which has the BDF
+        pci = tree[i]["parent"]
+        assert pci == "_virtio-pci-" + i and tree[pci]["children"] == [i]
+        assert re.match(r"^0000:00:[0-1][0-9a-f]\.0$", tree[pci]["pci_bdf"])
+    bars = {i: tree["_virtio-pci-" + i]["resources"][0]["PciBar"]["type_"] for i in ids}
+    assert bars == {"_disk0": "Mmio32", "_disk1": "Mmio32", "_net2": "Mmio64"}
+    assert {"__serial", "__ioapic", "__rng", "__console"} <= set(tree)
     counters = sim.get("vm.counters").json
     assert set(counters) == set(ids)
     assert "read_bytes" in counters["_disk0"] and "rx_bytes" in counters["_net2"]
