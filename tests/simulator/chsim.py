@@ -1954,7 +1954,6 @@ class ApiSocket:
 # --------------------------------------------------------------------------
 
 
-
 class HttpServer:
     def __init__(self, vmm, listener):
         self.vmm = vmm

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Record the conformance transcripts from a real Cloud Hypervisor (run by hand, as root, on a
 host with a usable /dev/kvm):
 
@@ -16,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -24,40 +22,18 @@ sys.path.insert(0, HERE)
 import transcripts as T  # noqa: E402
 
 
-def write_guest(path):
-    subprocess.run([sys.executable, os.path.join(HERE, os.pardir, "support", "testguest.py"), path],
-                   check=True)
-
-
 def version_of(binary):
     return subprocess.run([binary, "--version"], capture_output=True, text=True,
                           check=True).stdout.splitlines()[0].strip()
 
 
-class Netns:
-    """A throwaway network namespace with persistent vnet_hdr taps (removed on close)."""
-
-    def __init__(self, taps):
-        self.name = "chrec-%s" % uuid.uuid4().hex[:8]
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        self.run("ip", "link", "set", "lo", "up")
-        for tap in taps:
-            self.run("ip", "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr")
-
-    def run(self, *cmd):
-        subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), check=True)
-
-    def close(self):
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
-
-
 def record(binary, name, version):
     scenario = T.SCENARIOS[name]
     root = T.make_root()
-    netns = Netns(scenario["taps"]) if scenario.get("taps") else None
+    netns = T.Netns(scenario["taps"]) if scenario.get("taps") else None
     conv = T.Conversation(binary, root, netns=netns.name if netns else None)
     try:
-        T.prepare_root(root, scenario, write_guest)
+        T.prepare_root(root, scenario)
         steps = conv.run(scenario["steps"])
     finally:
         conv.stop()

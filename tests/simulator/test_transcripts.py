@@ -7,9 +7,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
-import uuid
 
 import pytest
 
@@ -20,7 +17,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TRANSCRIPTS = sorted(glob.glob(os.path.join(T.TRANSCRIPT_DIR, "*.json")))
 README = os.path.join(HERE, "README.md")
 TABLE_TITLE = "## Intended differences from the transcripts"
-GUEST = os.path.join(HERE, os.pardir, "support", "testguest.py")
 
 
 def intended_differences(path=README):
@@ -85,24 +81,6 @@ def is_intended(name, step, field, table):
     return False
 
 
-def write_guest(path):
-    subprocess.run([sys.executable, GUEST, path], check=True)
-
-
-class Netns:
-    def __init__(self, taps):
-        self.name = "chtr-%s" % uuid.uuid4().hex[:8]
-        r = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise OSError(r.stderr.strip())
-        for tap in taps:
-            subprocess.run(["ip", "netns", "exec", self.name, "ip", "tuntap", "add", "dev", tap,
-                            "mode", "tap", "vnet_hdr"], check=True)
-
-    def close(self):
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-
-
 def replay(doc):
     """Run the transcript's own steps against chsim; returns the replayed steps."""
     root = T.make_root()
@@ -113,9 +91,9 @@ def replay(doc):
             if os.geteuid() != 0 or not shutil.which("ip") or not os.path.exists("/dev/net/tun"):
                 pytest.skip("transcript %s needs root, ip(8) and /dev/net/tun for its taps"
                             % doc["scenario"])
-            netns = Netns(doc["taps"])
+            netns = T.Netns(doc["taps"], prefix="chtr")
         launcher = install_launcher(os.path.join(root, "cloud-hypervisor"))
-        T.prepare_root(root, {"files": doc.get("files", {})}, write_guest)
+        T.prepare_root(root, {"files": doc.get("files", {})})
         steps = [{k: v for k, v in s.items() if k not in ("response", "result")}
                  for s in doc["steps"]]
         conv = T.Conversation(launcher, root, netns=netns.name if netns else None,

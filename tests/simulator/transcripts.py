@@ -15,7 +15,8 @@ rules are mechanical, nothing is hand-edited):
 * ``vmm.ping``: ``pid`` -> ``"{pid}"``;
 * ``vm.info``: ``device_tree`` sorted by key (CH's hash map has no stable order); in it, every ``base`` of a resource (a guest physical address chosen by
   CH's allocator) -> ``"{addr}"``;
-* ``vm.counters``: every counter value (an integer that depends on guest activity) -> ``"{n}"``;
+* ``vm.counters``: every counter value (an integer that depends on guest activity) -> ``"{n}"``,
+  devices and counters sorted by name (hash maps in CH);
 * headers: only ``Content-Type`` (value or null), ``Connection`` (value or null) and whether
   ``Content-Length`` is present are recorded (its value is checked against the body length);
   the reason phrase of the status line is recorded as is.
@@ -37,8 +38,10 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRANSCRIPT_DIR = os.path.join(HERE, "transcripts")
@@ -347,11 +350,9 @@ def normalize_body(path, body, root):
                 for val in res.values() if isinstance(res, dict) else []:
                     if isinstance(val, dict) and "base" in val:
                         val["base"] = "{addr}"
-    if path == "vm.counters" and isinstance(body, dict):
-        for dev in body.values():
-            if isinstance(dev, dict):
-                for k in dev:
-                    dev[k] = "{n}"
+    if path == "vm.counters" and isinstance(body, dict):   # hash maps in CH: sorted
+        body = {name: {k: "{n}" for k in sorted(dev)} if isinstance(dev, dict) else dev
+                for name, dev in sorted(body.items())}
     return body
 
 
@@ -503,7 +504,34 @@ def make_root():
     return tempfile.mkdtemp(prefix="chrec-", dir="/tmp")
 
 
-def prepare_root(root, scenario, guest_writer):
+def write_test_guest(path):
+    """The real_ch test guest (tests/support/testguest.py) at path."""
+    subprocess.run([sys.executable, os.path.join(HERE, os.pardir, "support", "testguest.py"), path],
+                   check=True)
+
+
+class Netns:
+    """A throwaway network namespace holding persistent vnet_hdr taps (removed by close())."""
+
+    def __init__(self, taps, prefix="chrec"):
+        self.name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+        r = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True,
+                           check=False)
+        if r.returncode != 0:
+            raise OSError("ip netns add %s: %s" % (self.name, r.stderr.strip()))
+        try:
+            for tap in taps:
+                subprocess.run(["ip", "netns", "exec", self.name, "ip", "tuntap", "add", "dev", tap,
+                                "mode", "tap", "vnet_hdr"], check=True)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
+
+
+def prepare_root(root, scenario, guest_writer=write_test_guest):
     """Create the scenario's files in root; guest_writer(path) writes the kernel."""
     guest_writer(os.path.join(root, "guest.elf"))
     for rel, size in sorted(scenario.get("files", {}).items()):
