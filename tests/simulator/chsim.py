@@ -1258,6 +1258,13 @@ class Vmm:
         live = self._bring_up(self.config)
         self.live = live
         self._banner()
+        after = env_float("CHSIM_GUEST_POWEROFF", -1.0)
+        if after >= 0:
+            # a guest that powers itself off (the real_ch test guest with `poweroff`)
+            t = threading.Timer(after, self._guest_poweroff, args=(live.gen,))
+            t.name = "vcpu0"
+            t.daemon = True
+            t.start()
         LOG.info("VM booted (%d vCPUs, %d MiB)" % (
             self.config["cpus"]["boot_vcpus"], self.config["memory"]["size"] // MiB))
         EVENTS.emit("vm", "booted")

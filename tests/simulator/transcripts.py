@@ -131,6 +131,19 @@ SCENARIOS = {
             {"op": "wait_exit", "timeout": 10},
         ],
     },
+    # The test guest with `poweroff` on its command line powers the VM off after its third tick
+    # (about a second): without --no-shutdown the VMM exits.
+    "poweroff": {
+        "files": {},
+        "sim_env": {"CHSIM_GUEST_POWEROFF": "1"},
+        "steps": [
+            PUT("vm.create", vm_config(payload={"kernel": GUEST,
+                                                "cmdline": "console=ttyS0 poweroff"})),
+            PUT("vm.boot"),
+            GET("vm.info", note="running until the guest powers off"),
+            {"op": "wait_exit", "timeout": 15},
+        ],
+    },
     "resize": {
         "files": {},
         # The test guest ignores ACPI (vCPU ejects) and has no virtio-balloon driver.
