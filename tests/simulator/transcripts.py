@@ -27,7 +27,8 @@ Step kinds (``op``):
   string sent verbatim as the body, for bad JSON); the response is recorded;
 * ``wait_exit``: wait (``timeout`` s) for the VMM process to exit; records whether it exited,
   its exit code and whether the API socket file was removed;
-* ``start``: launch a fresh VMM with the scenario's command line (the previous one must be gone).
+* ``start``: launch a fresh VMM with the scenario's command line (the previous one must be gone);
+* ``signal``: send ``signal`` (e.g. ``SIGTERM``) to the VMM process.
 
 Only the standard library is used: the recorder runs outside the project's virtualenv too.
 """
@@ -36,6 +37,7 @@ import copy
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -141,6 +143,16 @@ SCENARIOS = {
                                                 "cmdline": "console=ttyS0 poweroff"})),
             PUT("vm.boot"),
             GET("vm.info", note="running until the guest powers off"),
+            {"op": "wait_exit", "timeout": 15},
+        ],
+    },
+    # The last rungs of the collection's stop ladder: SIGTERM to the VMM of a running VM.
+    "sigterm": {
+        "files": {},
+        "steps": [
+            PUT("vm.create", vm_config()),
+            PUT("vm.boot"),
+            {"op": "signal", "signal": "SIGTERM"},
             {"op": "wait_exit", "timeout": 15},
         ],
     },
@@ -499,6 +511,9 @@ class Conversation:
                 step["result"] = self.wait_exit(step)
             elif step["op"] == "start":
                 self.start()
+            elif step["op"] == "signal":
+                self.close_conn()
+                self.proc.send_signal(getattr(signal, step["signal"]))
             else:
                 raise ValueError("unknown step %r" % step["op"])
             out.append(step)
