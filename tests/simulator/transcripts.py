@@ -15,6 +15,8 @@ rules are mechanical, nothing is hand-edited):
 * ``vmm.ping``: ``pid`` -> ``"{pid}"``;
 * ``vm.info``: ``device_tree`` sorted by key (CH's hash map has no stable order); in it, every ``base`` of a resource (a guest physical address chosen by
   CH's allocator) -> ``"{addr}"``;
+* ``vm.info``: a net entry's ``mac``/``host_mac`` not starting with ``52:54:00:`` (the prefix of
+  every MAC the scenarios set) is one CH generated at random -> ``"{random-mac}"``;
 * ``vm.counters``: every counter value (an integer that depends on guest activity) -> ``"{n}"``,
   devices and counters sorted by name (hash maps in CH);
 * headers: only ``Content-Type`` (value or null), ``Connection`` (value or null) and whether
@@ -81,6 +83,7 @@ def PUT(path, body=None, raw=None, note=None):
     return req("PUT", path, body=body, raw=raw, note=note)
 
 
+OUR_MAC_PREFIX = "52:54:00:"
 DISK = {"path": "{root}/disk0.raw", "image_type": "Raw", "id": "disk0"}
 DISK1 = {"path": "{root}/disk1.raw", "image_type": "Raw", "id": "disk1"}
 NET = {"tap": "chtap0", "mac": "52:54:00:12:34:56", "host_mac": "52:54:00:ab:cd:00", "id": "net0"}
@@ -236,6 +239,10 @@ SCENARIOS = {
         "sim_env": {"CHSIM_IGNORE_ACPI": "1"},
         "taps": ["chtap0", "chtap1"],
         "steps": [
+            PUT("vm.create", vm_config(net=[{"tap": "chtap0", "id": "net0", "ip": "10.0.0.1",
+                                             "mask": "255.255.255.0", "mtu": 1400}])),
+            GET("vm.info", note="before boot: a random guest MAC, no host MAC yet; ip/mask/mtu"),
+            PUT("vm.delete"),
             PUT("vm.create", vm_config(net=[NET])),
             PUT("vm.boot"),
             GET("vm.info", note="net echo and device_tree"),
@@ -375,6 +382,11 @@ def normalize_body(path, body, root):
                 for val in res.values() if isinstance(res, dict) else []:
                     if isinstance(val, dict) and "base" in val:
                         val["base"] = "{addr}"
+    if path == "vm.info" and isinstance(body, dict):
+        for net in (body.get("config") or {}).get("net") or []:
+            for key in ("mac", "host_mac"):
+                if key in net and not str(net[key]).startswith(OUR_MAC_PREFIX):
+                    net[key] = "{random-mac}"
     if path == "vm.counters" and isinstance(body, dict):   # hash maps in CH: sorted
         body = {name: {k: "{n}" for k in sorted(dev)} if isinstance(dev, dict) else dev
                 for name, dev in sorted(body.items())}
