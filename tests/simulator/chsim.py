@@ -1634,7 +1634,11 @@ class Vmm:
                         "Failed to snapshot migratable component",
                         "Trying to snapshot while VM is running")
         EVENTS.emit("vm", "snapshotting")
-        dest = url_to_path(body.get("destination_url"), "Cannot send VM snapshot")
+        # CH v53.0's chains (transcript "snapshot")
+        send = ("Cannot send VM snapshot", "Failed to send migratable component snapshot")
+        dest = url_to_path(body.get("destination_url"), *send)
+        if not os.path.isdir(dest):
+            raise VmErr(*(send + ("Destination is not a directory: %s" % json.dumps(dest),)))
         size = self.memory_actual_size()
         counter = live.snapshot_counter + 1
         state = {
@@ -1649,14 +1653,15 @@ class Vmm:
             "devices": {k: bdf(v) for k, v in live.slots.items()},
         }
 
+        what = {"config.json": "VM config", "state.json": "VM state",
+                "memory-ranges": "memory ranges"}   # only the first one is recorded
+
         def create(name):
             p = os.path.join(dest, name)
             try:
                 return p, os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except OSError as e:
-                raise VmErr("Cannot send VM snapshot",
-                            "Error sending migration data: failed to create %s: %s"
-                            % (p, oserr(e)))
+                raise VmErr(*(send + ("Error creating %s snapshot file" % what[name], oserr(e))))
 
         def write_all(p, fd, data, offset=None):
             try:
@@ -1668,9 +1673,8 @@ class Vmm:
                     if pos is not None:
                         pos += n
             except OSError as e:
-                raise VmErr("Cannot send VM snapshot",
-                            "Error sending migration data: failed to write %s: %s"
-                            % (p, oserr(e)))
+                raise VmErr(*(send + ("Error writing %s snapshot file %s"
+                                      % (what[os.path.basename(p)], json.dumps(p)), oserr(e))))
 
         for name in ("config.json", "memory-ranges", "state.json"):
             p, fd = create(name)
@@ -1683,9 +1687,8 @@ class Vmm:
                     try:
                         os.ftruncate(fd, size)
                     except OSError as e:
-                        raise VmErr("Cannot send VM snapshot",
-                                    "Error sending migration data: failed to size %s: %s"
-                                    % (p, oserr(e)))
+                        raise VmErr(*(send + ("Error writing memory ranges snapshot file %s"
+                                              % json.dumps(p), oserr(e))))
                     chunk = (("chsim memory page, snapshot %d, boot %.6f\n"
                               % (counter, live.boot_time)) * 64)[:4096].encode()
                     for off in (0, (size // 2) & ~4095):
@@ -1729,8 +1732,8 @@ class Vmm:
             raise VmErr("Cannot restore VM",
                         "Error deserialising VM config %s: %s" % (cpath, "; ".join(problems)))
         if prefault and mode == "OnDemand":
-            raise validation("'prefault' cannot be used together with "
-                             "memory_restore_mode=OnDemand")
+            raise validation("'prefault' cannot be combined with "
+                             "'memory_restore_mode=ondemand'")
         spath = os.path.join(src, "state.json")
         try:
             with open(spath, "rb") as f:

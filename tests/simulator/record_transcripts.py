@@ -3,6 +3,9 @@ host with a usable /dev/kvm):
 
     CH_BINARY=/opt/ch53/bin/cloud-hypervisor python tests/simulator/record_transcripts.py [scenario...]
 
+The "snapshot" scenario takes CH_BINARY_SNAPSHOT instead (a build that can snapshot on this host,
+see transcripts.py); without it that scenario is left as it is.
+
 For each scenario of transcripts.py (all by default) it makes a temporary directory, writes the
 test guest (tests/support/testguest.py) and the scenario's files into it, starts the binary there
 (inside a throwaway network namespace holding the scenario's taps, if it has any), runs the steps
@@ -43,6 +46,7 @@ def record(binary, name, version):
     doc = {
         "scenario": name,
         "recorded_with": version,
+        "binary_note": scenario.get("binary_note", "stock build of the release tag"),
         "command_line": ["cloud-hypervisor"] + T.command_line("{root}"),
         "files": scenario.get("files", {}),
         "taps": scenario.get("taps", []),
@@ -57,13 +61,18 @@ def record(binary, name, version):
 
 
 def main(argv):
-    binary = os.environ.get("CH_BINARY")
-    if not binary:
+    if not os.environ.get("CH_BINARY"):
         sys.exit("set CH_BINARY to the real cloud-hypervisor")
     names = argv or sorted(T.SCENARIOS)
-    version = version_of(binary)
     for name in names:
-        doc = record(binary, name, version)
+        # a scenario may need another build (binary_env, e.g. CH_BINARY_SNAPSHOT): skipped
+        # without it rather than recorded from a binary that cannot run it
+        env = T.SCENARIOS[name].get("binary_env", "CH_BINARY")
+        binary = os.environ.get(env)
+        if not binary:
+            print("%s: not recorded, set %s (%s)" % (name, env, T.SCENARIOS[name].get("binary_note")))
+            continue
+        doc = record(binary, name, version_of(binary))
         codes = [s["response"].get("status") for s in doc["steps"] if "response" in s]
         print("%s: %d steps, statuses %s" % (name, len(doc["steps"]), codes))
 

@@ -532,7 +532,7 @@ def test_snapshot_and_restore(spawn, files, workdir):
     assert os.listdir(snap) == []
     assert sim.put("vm.pause").status == 204
     assert_error(sim.put("vm.snapshot", {"destination_url": "file://" + snap + "-nope"}), 500,
-                 "No such file or directory")
+                 "Destination is not a directory")
     assert sim.put("vm.snapshot", {"destination_url": url}).status == 204
     assert sorted(os.listdir(snap)) == ["config.json", "memory-ranges", "state.json"]
     st = os.stat(os.path.join(snap, "memory-ranges"))
