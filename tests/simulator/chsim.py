@@ -54,7 +54,8 @@ DEFAULT_MEMORY = 512 * MiB
 
 
 def version_info():
-    """(version, build_version) from CHSIM_VERSION, e.g. ("53.0.0", "v53.0")."""
+    """(version, build_version) from CHSIM_VERSION, e.g. ("53.0.0", "v53.0.0") as CH v53.0's
+    vmm.ping and --version report them."""
     raw = (os.environ.get("CHSIM_VERSION") or "53.0.0").strip().lstrip("vV")
     nums = []
     for part in raw.split(".")[:3]:
@@ -66,7 +67,7 @@ def version_info():
         nums.append(int(digits or 0))
     while len(nums) < 3:
         nums.append(0)
-    return "%d.%d.%d" % tuple(nums), "v%d.%d" % (nums[0], nums[1])
+    return "%d.%d.%d" % tuple(nums), "v%d.%d.%d" % tuple(nums)
 
 
 def env_float(name, default=0.0):
@@ -247,20 +248,97 @@ def validation(msg):
 
 class HttpErr(Exception):
     def __init__(self, status, messages):
-        Exception.__init__(self, ": ".join(messages))
+        Exception.__init__(self, ": ".join(messages or []))
         self.status = status
-        self.messages = list(messages)
+        self.messages = None if messages is None else list(messages)   # None: empty body
 
 
 # --------------------------------------------------------------------------
 # OpenAPI spec (loaded lazily, in the background)
 # --------------------------------------------------------------------------
 
-# Bodies that are VmConfig or one of its sub-structs: CH's serde rejects
-# unknown fields in those (deny_unknown_fields).
-DENY_UNKNOWN = {"VmConfig", "DiskConfig", "NetConfig", "FsConfig", "PmemConfig",
-                "VsockConfig", "VdpaConfig", "DeviceConfig", "VmAddUserDevice",
-                "GenericVhostUserConfig"}
+# Fields the spec marks required that CH's serde does not require (an Option in CH's structs):
+# CH v53.0 stores a VmConfig without payload, and fails only at vm.boot (transcript "errors").
+NOT_REQUIRED = {"VmConfig": {"payload"}}
+# ... and the other way round: required by CH's serde, optional in the spec (v53.0 answers 400
+# "missing field `id`", transcripts "hotplug", "snapshot-restore").
+SERDE_REQUIRED = {"VmRemoveDevice": ("id",), "VmSnapshotConfig": ("destination_url",)}
+RUST_INTS = {"int64": "u64", "int32": "u32", "int16": "u16", "int8": "u8", "uint8": "u8",
+             "uint16": "u16", "uint32": "u32", None: "u32"}
+
+
+def rust_type(schema):
+    kind = schema.get("type")
+    if kind == "integer":
+        return RUST_INTS.get(schema.get("format"), "u64")
+    return {"boolean": "a boolean", "string": "a string", "array": "a sequence",
+            "number": "f64"}.get(kind, "a map")
+
+
+def buffered_at(path):
+    """CH v53.0 reports an error inside serial/console/debug_console at the end of that object
+    (observed: `{"serial": {"mode": "Bogus"}}` -> column of its `}`), not at the bad value."""
+    if len(path) > 1 and path[0] in ("serial", "console", "debug_console"):
+        return path[:1]
+    return path
+
+
+def one_of(names):
+    names = ["`%s`" % n for n in names]
+    if len(names) == 1:
+        return names[0]
+    if len(names) == 2:
+        return "%s or %s" % tuple(names)
+    return "one of " + ", ".join(names)
+
+
+def json_positions(text):
+    """{path tuple: offset of the value's last character} for a valid JSON text: serde_json
+    reports an error at the end of the value (of the object, for a missing field)."""
+    import re
+    scalar = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null")
+    scanstring = json.decoder.scanstring
+    pos = {}
+
+    def skip(i):
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def value(i, path):
+        i = skip(i)
+        c = text[i]
+        if c in "{[":
+            close = "}" if c == "{" else "]"
+            i = skip(i + 1)
+            n = 0
+            while text[i] != close:
+                if c == "{":
+                    key, i = scanstring(text, i + 1)
+                    i = skip(skip(i) + 1)
+                    sub = path + (key,)
+                else:
+                    sub = path + (n,)
+                    n += 1
+                i = skip(value(i, sub))
+                if text[i] == ",":
+                    i = skip(i + 1)
+            pos[path] = i
+            return i + 1
+        if c == '"':
+            _s, j = scanstring(text, i + 1)
+        else:
+            j = scalar.match(text, i).end()
+        pos[path] = j - 1
+        return j
+
+    value(0, ())
+    return pos
+
+
+def line_col(text, offset):
+    line = text.count("\n", 0, offset) + 1
+    return "line %d column %d" % (line, offset - text.rfind("\n", 0, offset))
 
 
 def find_spec():
@@ -345,26 +423,50 @@ class Spec:
             self.validators[name] = v
         return v
 
-    def check(self, name, body):
-        """Validate body (mutated: nulls of Option fields are dropped like serde).
-        Returns a list of problems (empty if fine)."""
+    def check(self, name, body, raw=None):
+        """Validate body (mutated: unknown fields and nulls of Option fields are dropped like
+        serde). Returns a list of problems (empty if fine): with the raw text, serde_json's
+        first error as CH reports it (``invalid type: string "big", expected u64 at line 1
+        column 109``); serde checks types, enum variants and required fields, not the spec's
+        minimum/maximum/formats."""
         self.start()
         self.ready.wait(30)
         if self.doc is None:
             return []
-        problems = []
         schema = {"$ref": "#/components/schemas/%s" % name}
-        self._walk(schema, body, [], name in DENY_UNKNOWN, problems)
-        if problems:
-            return problems
-        errs = sorted(self.validator(name).iter_errors(body),
-                      key=lambda e: [str(p) for p in e.absolute_path])
-        for e in errs[:5]:
-            where = fmt_path(list(e.absolute_path))
-            problems.append("invalid value%s: %s" % ((" at `%s`" % where) if where else "", e.message))
-        return problems
+        self._walk(schema, body, [])
+        found = []
+        for e in self.validator(name).iter_errors(body):
+            if e.validator not in ("type", "enum", "required"):
+                continue
+            path = tuple(e.absolute_path)
+            if e.validator == "required":
+                missing = [f for f in e.validator_value if f not in e.instance
+                           and not (not path and f in NOT_REQUIRED.get(name, ()))]
+                if missing:
+                    found.append((path, "missing field `%s`" % missing[0]))
+            elif e.validator == "enum":
+                found.append((path, "unknown variant `%s`, expected %s"
+                              % (e.instance, one_of(e.validator_value))))
+            else:
+                found.append((path, "invalid type: %s, expected %s"
+                              % (json_type(e.instance), rust_type(e.schema))))
+        for field in SERDE_REQUIRED.get(name, ()):
+            if field not in body:
+                found.append(((), "missing field `%s`" % field))
+        if not found:
+            return []
+        if raw is None:
+            return ["%s at `%s`" % (msg, fmt_path(path)) for path, msg in found[:1]]
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        pos = json_positions(text)
+        found = [(buffered_at(path), msg) for path, msg in found]
+        path, msg = min(found, key=lambda f: pos.get(f[0], len(text)))
+        return ["%s at %s" % (msg, line_col(text, pos.get(path, len(text) - 1)))]
 
-    def _walk(self, schema, value, path, deny, problems):
+    def _walk(self, schema, value, path):
+        """Drop what serde drops: unknown fields (CH's structs do not deny them: v53.0 accepts
+        and ignores them, transcripts "errors", "hotplug", "resize") and nulls of Option fields."""
         schema = self.resolve(schema)
         if not isinstance(schema, dict):
             return
@@ -375,11 +477,7 @@ class Spec:
             required = schema.get("required", [])
             for key in list(value):
                 if key not in props:
-                    if deny:
-                        where = fmt_path(path)
-                        problems.append("unknown field `%s`, expected one of %s%s" % (
-                            key, ", ".join("`%s`" % p for p in props),
-                            (" at `%s`" % where) if where else ""))
+                    del value[key]
                     continue
                 sub = props[key]
                 rsub = self.resolve(sub)
@@ -388,10 +486,10 @@ class Spec:
                     # serde: an Option<> field given as null is simply None.
                     del value[key]
                     continue
-                self._walk(sub, value[key], path + [key], deny, problems)
+                self._walk(sub, value[key], path + [key])
         elif isinstance(value, list) and schema.get("type") == "array":
             for i, item in enumerate(value):
-                self._walk(schema.get("items", {}), item, path + [i], deny, problems)
+                self._walk(schema.get("items", {}), item, path + [i])
 
 
 def fmt_path(path):
@@ -410,17 +508,19 @@ SPEC = Spec()
 # VmConfig defaults (what CH's serde fills in; echoed by vm.info)
 # --------------------------------------------------------------------------
 
+# Recorded from CH v53.0's vm.info (tests/simulator/transcripts): a false `iommu` is not echoed
+# for disks, net, rng and console; `ip`/`mask` of a net entry only when given.
 CPUS_DEFAULTS = {"kvm_hyperv": False, "max_phys_bits": 46, "nested": True,
-                 "features": {"amx": False}, "core_scheduling": "Vm"}
+                 "features": {"amx": False}, "core_scheduling": "Vm", "profile": "Host"}
 MEMORY_DEFAULTS = {"mergeable": False, "hotplug_method": "Acpi", "shared": False,
                    "hugepages": False, "prefault": False, "reserve": False, "thp": True}
 ZONE_DEFAULTS = {"mergeable": False, "shared": False, "hugepages": False,
                  "prefault": False, "reserve": False}
-DISK_DEFAULTS = {"readonly": False, "direct": False, "iommu": False, "num_queues": 1,
+DISK_DEFAULTS = {"readonly": False, "direct": False, "num_queues": 1,
                  "queue_size": 128, "vhost_user": False, "pci_segment": 0,
+                 "disable_io_uring": False, "disable_aio": False,
                  "backing_files": False, "sparse": True, "lock_granularity": "ByteRange"}
-NET_DEFAULTS = {"ip": "192.168.249.1", "mask": "255.255.255.0", "iommu": False,
-                "num_queues": 2, "queue_size": 256, "vhost_user": False,
+NET_DEFAULTS = {"num_queues": 2, "queue_size": 256, "vhost_user": False,
                 "vhost_mode": "Client", "pci_segment": 0, "offload_tso": True,
                 "offload_ufo": True, "offload_csum": True}
 KIND_DEFAULTS = {
@@ -455,11 +555,11 @@ def fill(d, defaults):
 
 def normalize_device(kind, dev):
     fill(dev, KIND_DEFAULTS.get(kind, {}))
+    if kind in ("disks", "net") and dev.get("iommu") is False:
+        del dev["iommu"]
     if kind == "net":
         if "mac" not in dev:
             dev["mac"] = random_mac()
-        if "host_mac" not in dev:
-            dev["host_mac"] = random_mac()
     return dev
 
 
@@ -477,12 +577,16 @@ def normalize_config(cfg):
     if cfg.get("vsock") is not None:
         normalize_device("vsock", cfg["vsock"])
     rng = cfg.setdefault("rng", {"src": "/dev/urandom"})
-    fill(rng, {"iommu": False})
+    fill(rng, {"pci_segment": 0})
     if cfg.get("balloon") is not None:
-        fill(cfg["balloon"], {"deflate_on_oom": False, "free_page_reporting": False})
+        fill(cfg["balloon"], {"pci_segment": 0, "deflate_on_oom": False,
+                              "free_page_reporting": False})
     cfg.setdefault("serial", {"mode": "Null"})
     console = cfg.setdefault("console", {"mode": "Tty"})
-    fill(console, {"iommu": False})
+    fill(console, {"pci_segment": 0})
+    for dev in (rng, console):
+        if dev.get("iommu") is False:
+            del dev["iommu"]
     cfg.setdefault("debug_console", {"mode": "Off", "iobase": 233})
     for k in ("iommu", "watchdog", "pvpanic", "landlock_enable"):
         cfg.setdefault(k, False)
@@ -516,10 +620,12 @@ def validate_config(cfg):
     """A subset of CH's VmConfig::validate()."""
     cpus = cfg["cpus"]
     if cpus["boot_vcpus"] > cpus["max_vcpus"]:
-        raise validation("Max CPUs lower than boot CPUs")
+        raise validation("Max CPUs (%d) lower than boot CPUs (%d)"
+                         % (cpus["max_vcpus"], cpus["boot_vcpus"]))
     payload = cfg.get("payload") or {}
     if not (payload.get("kernel") or payload.get("firmware") or payload.get("igvm")):
-        raise validation("No kernel specified")
+        raise VmErr("Failed to validate config", "Payload configuration is not bootable",
+                    "No bootitem provided: neither firmware nor kernel")
     mem = cfg["memory"]
     if cfg.get("balloon") and cfg["balloon"]["size"] >= mem["size"]:
         raise validation("Balloon size (%d) must be smaller than the guest memory size (%d)"
@@ -528,9 +634,6 @@ def validate_config(cfg):
     vhost = any(d.get("vhost_user") for d in (cfg.get("disks") or []) + (cfg.get("net") or []))
     if (vhost or cfg.get("fs") or cfg.get("generic-vhost-user")) and not shared:
         raise validation("Using vhost-user requires using shared memory or huge pages")
-    for d in cfg.get("disks") or []:
-        if not d.get("vhost_user") and not d.get("path"):
-            raise validation("Path missing when using a disk that is not vhost-user")
     for n in cfg.get("net") or []:
         q = n.get("num_queues", 2)
         if q < 2 or q % 2:
@@ -575,19 +678,21 @@ def open_disk(disk):
                      "Failed to connect to vhost-user backend %s" % sock)
         return []
     path = disk.get("path")
+    if not path:
+        raise VmErr("Error from device manager", "No disk path was specified when one was expected")
     ro = bool(disk.get("readonly"))
     try:
         fd = os.open(path, (os.O_RDONLY if ro else os.O_RDWR) | os.O_CLOEXEC)
     except OSError as e:
-        raise VmErr("Error from device manager",
-                    "Cannot open disk path %s: %s" % (path, oserr(e)))
+        raise VmErr("Error from device manager", "Cannot open disk path",
+                    "I/O error (path=%s op=open)" % path, oserr(e))
     try:
         lock_file(fd, not ro)
-    except OSError as e:
+    except OSError:
         os.close(fd)
-        raise VmErr("Error locking disk images: Another instance likely holds a lock",
-                    "Error from device manager",
-                    "Failed to lock disk image %s: %s" % (path, oserr(e)))
+        raise VmErr("Error from device manager", "Cannot lock images of all block devices",
+                    "Failed to get %s lock for disk image: %s" % ("Read" if ro else "Write", path),
+                    "The file is already locked")
     return [fd]
 
 
@@ -637,7 +742,7 @@ def open_tap(name, num_queues):
             except OSError as e:
                 raise VmErr("Error from device manager", "Cannot create virtio-net device",
                             "Failed to open taps", "Open tap device failed",
-                            "Unable to configure tap interface %s: %s" % (name, oserr(e)))
+                            "Unable to configure tap interface", oserr(e))
         try:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
@@ -655,6 +760,20 @@ def open_tap(name, num_queues):
             os.close(fd)
         raise
     return fds
+
+
+def tap_mac(name):
+    """The MAC address of interface name (SIOCGIFHWADDR), or None."""
+    if not name:
+        return None
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        res = fcntl.ioctl(s, 0x8927, struct.pack("16sH14s", name.encode()[:15], 0, b""))
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return ":".join("%02x" % b for b in struct.unpack("16sH14s", res)[2][:6])
 
 
 def url_to_path(url, *chain):
@@ -800,6 +919,11 @@ class LiveVm:
         self.snapshot_counter = 0
         self.restored_from = None
         self.power_pending = False
+        self.boot_ram = 0                  # memory.size at boot: the hotplug region starts there
+        self.plugged_ram = 0               # the largest RAM size plugged so far
+        self.vcpus_pending_removal = False
+        self.boot_disks = set()            # disks present at boot (32-bit BARs)
+        self.pending_removal = set()       # ids removed from the config, not yet ejected
 
     def next_name(self, prefix):
         while True:
@@ -841,6 +965,29 @@ class LiveVm:
 
     def uptime(self):
         return time.monotonic() - self.started
+
+    def device_tree(self):
+        """vm.info's device_tree as CH v53.0 shows it (transcripts): the serial port and the
+        IOAPIC, and for every virtio device a node `<id>` whose parent is its PCI transport
+        `_virtio-pci-<id>` (one 512 KiB BAR: 32-bit for disks present at boot, which firmware
+        may boot from; 64-bit otherwise; `pci_bdf` on the transport only). The BAR addresses
+        are made up (the transcripts normalize them)."""
+        tree = {"__serial": {"id": "__serial", "resources": [], "children": []},
+                "__ioapic": {"id": "__ioapic", "resources": [], "children": []}}
+        n32 = n64 = 0
+        for dev_id, slot in sorted(self.slots.items(), key=lambda kv: kv[1]):
+            pci = "_virtio-pci-%s" % dev_id
+            if dev_id in self.boot_disks:
+                kind, base = "Mmio32", 0xC0000000 + n32 * 0x80000
+                n32 += 1
+            else:
+                kind, base = "Mmio64", 0x3FFFFFF80000 - n64 * 0x80000
+                n64 += 1
+            tree[pci] = {"id": pci, "resources": [{"PciBar": {
+                "index": 0, "base": base, "size": 0x80000, "type_": kind,
+                "prefetchable": False}}], "children": [dev_id], "pci_bdf": bdf(slot)}
+            tree[dev_id] = {"id": dev_id, "resources": [], "parent": pci, "children": []}
+        return tree
 
 
 # --------------------------------------------------------------------------
@@ -996,7 +1143,12 @@ class Vmm:
                              "Failed to connect to vhost-user backend %s" % dev.get("vhost_socket"))
             elif dev.get("tap"):
                 live.fds[dev_id] = open_tap(dev["tap"], dev.get("num_queues", 2))
-            # no tap: CH would create one itself; chsim does not open anything.
+            # (no tap: CH would create one itself; chsim does not open anything)
+            if "host_mac" not in dev:
+                # CH v53.0 fills host_mac in when it creates the device (boot, hot-add), not at
+                # vm.create (transcript "net"); chsim takes the tap's MAC (a guess: the value
+                # is normalized in the transcripts)
+                dev["host_mac"] = tap_mac(dev.get("tap")) or random_mac()
         elif kind == "fs":
             check_socket(dev.get("socket"), "Cannot create virtio-fs device",
                          "Failed to connect to vhost-user backend %s" % dev.get("socket"))
@@ -1057,9 +1209,10 @@ class Vmm:
                 except OSError as e:
                     if key == "firmware":
                         raise VmErr("Error manipulating firmware file %s" % path, oserr(e))
-                    raise VmErr("Cannot open %s file %s" % (what, path), oserr(e))
+                    raise VmErr("Cannot open %s file" % what, oserr(e))
         live = LiveVm()
         live.boot_ids = set(all_ids(cfg))
+        live.boot_ram = live.plugged_ram = cfg["memory"]["size"]
         try:
             for kind, prefix in ID_PREFIX:
                 if kind == "vsock":
@@ -1080,6 +1233,8 @@ class Vmm:
             for kind, dev in self._devices(cfg):
                 if kind in ("disks", "net"):
                     order.append(dev["id"])
+                if kind == "disks":
+                    live.boot_disks.add(dev["id"])
             order.append("__rng")
             for kind, dev in self._devices(cfg):
                 if kind not in ("disks", "net", "devices", "user_devices"):
@@ -1120,6 +1275,13 @@ class Vmm:
         live = self._bring_up(self.config)
         self.live = live
         self._banner()
+        after = env_float("CHSIM_GUEST_POWEROFF", -1.0)
+        if after >= 0:
+            # a guest that powers itself off (the real_ch test guest with `poweroff`)
+            t = threading.Timer(after, self._guest_poweroff, args=(live.gen,))
+            t.name = "vcpu0"
+            t.daemon = True
+            t.start()
         LOG.info("VM booted (%d vCPUs, %d MiB)" % (
             self.config["cpus"]["boot_vcpus"], self.config["memory"]["size"] // MiB))
         EVENTS.emit("vm", "booted")
@@ -1139,7 +1301,8 @@ class Vmm:
         if self.live is None:
             return size
         size += mem.get("hotplugged_size") or 0
-        if self.config.get("balloon"):
+        if self.config.get("balloon") and not env_flag("CHSIM_NO_BALLOON_DRIVER"):
+            # the guest's balloon driver inflates to the requested size
             size -= self.config["balloon"].get("size", 0)
         return max(size, 0)
 
@@ -1147,7 +1310,7 @@ class Vmm:
 
     def do_ping(self, _body):
         return 200, {"build_version": self.build_version, "version": self.version,
-                     "pid": os.getpid(), "features": ["kvm", "io_uring"]}
+                     "pid": os.getpid(), "features": ["io_uring", "kvm"]}
 
     def do_info(self, _body):
         if self.config is None:
@@ -1156,11 +1319,7 @@ class Vmm:
                 "state": self.live.state if self.live else "Created",
                 "memory_actual_size": self.memory_actual_size()}
         if self.live is not None:
-            tree = {}
-            for dev_id, slot in sorted(self.live.slots.items(), key=lambda kv: kv[1]):
-                tree[dev_id] = {"id": dev_id, "resources": [], "children": [],
-                                "pci_bdf": bdf(slot)}
-            info["device_tree"] = tree
+            info["device_tree"] = self.live.device_tree()
         return 200, info
 
     def do_counters(self, _body):
@@ -1199,7 +1358,7 @@ class Vmm:
             raise not_running()
         if live.state != "Running":
             raise VmErr("Cannot pause VM",
-                        "Failed to pause migratable component: Invalid transition: "
+                        "Failed to pause migratable component", "Invalid transition: "
                         "InvalidStateTransition(%s, Paused)" % live.state)
         EVENTS.emit("vm", "pausing")
         live.state = "Paused"
@@ -1212,7 +1371,7 @@ class Vmm:
             raise not_running()
         if live.state != "Paused":
             raise VmErr("Cannot resume VM",
-                        "Failed to resume migratable component: Invalid transition: "
+                        "Failed to resume migratable component", "Invalid transition: "
                         "InvalidStateTransition(%s, Running)" % live.state)
         EVENTS.emit("vm", "resuming")
         live.state = "Running"
@@ -1315,39 +1474,35 @@ class Vmm:
             if balloon is not None and cfg.get("balloon"):
                 cfg["balloon"]["size"] = balloon
             return 204, None
+        # Live resize as CH v53.0 does it (transcript "resize"): the new vCPU count and RAM size
+        # are written to cpus.boot_vcpus and memory.size (hotplugged_size stays unset);
+        # memory_actual_size follows memory.size minus what the balloon holds.
+        live = self.live
         mem = cfg["memory"]
-        if vcpus is not None and vcpus > cfg["cpus"]["max_vcpus"]:
-            raise VmErr("Error from CPU manager",
-                        "Requested vCPUs (%d) exceed the maximum (%d)"
-                        % (vcpus, cfg["cpus"]["max_vcpus"]))
-        if ram is not None:
-            limit = mem["size"] + (mem.get("hotplug_size") or 0)
-            if ram < mem["size"]:
-                raise VmErr("Memory manager error",
-                            "Cannot resize memory below the boot size: requested %d, boot "
-                            "size %d" % (ram, mem["size"]))
-            if ram > limit:
-                raise VmErr("Memory manager error",
-                            "Requested memory %d exceeds the hotpluggable maximum %d "
-                            "(size + hotplug_size)" % (ram, limit))
-        if balloon is not None:
-            if not cfg.get("balloon"):
-                raise VmErr("Error from device manager",
-                            "Missing virtio-balloon, can't proceed as expected")
-            total = mem["size"] + (mem.get("hotplugged_size") or 0)
-            if ram is not None:
-                total = ram
-            if balloon >= total:
-                raise VmErr("Error from device manager",
-                            "Invalid balloon size %d: must be smaller than the guest memory "
-                            "(%d)" % (balloon, total))
         if vcpus is not None:
+            if live.vcpus_pending_removal:
+                # vCPUs asked to go are still there (the guest did not eject them): CH answers
+                # 429 with no error chain.
+                raise HttpErr(429, ["Too Many Requests"])
+            if vcpus > cfg["cpus"]["max_vcpus"]:
+                raise VmErr("Error from CPU manager", "Requested vCPUs exceed maximum")
+            if vcpus == 0:
+                raise VmErr("Error from CPU manager", "Requested zero vCPUs")
+        if ram is not None and ram > live.plugged_ram:
+            # ACPI memory is never unplugged: the hotplug region is used up to the largest
+            # size plugged so far; a smaller desired_ram is accepted and only rewrites the config.
+            if ram > live.boot_ram + (mem.get("hotplug_size") or 0):
+                raise VmErr("Memory manager error", "Not enough space in the hotplug RAM region")
+        if balloon is not None and not cfg.get("balloon"):
+            raise VmErr("Error from device manager",
+                        "Missing virtio-balloon, can't proceed as expected")
+        if vcpus is not None:
+            if vcpus < cfg["cpus"]["boot_vcpus"] and env_flag("CHSIM_IGNORE_ACPI"):
+                live.vcpus_pending_removal = True   # the guest never acknowledges the eject
             cfg["cpus"]["boot_vcpus"] = vcpus
         if ram is not None:
-            if ram > mem["size"]:
-                mem["hotplugged_size"] = ram - mem["size"]
-            else:
-                mem.pop("hotplugged_size", None)
+            live.plugged_ram = max(live.plugged_ram, ram)
+            mem["size"] = ram
         if balloon is not None:
             cfg["balloon"]["size"] = balloon
         EVENTS.emit("vm", "resized")
@@ -1418,6 +1573,9 @@ class Vmm:
         prefix = dict(ID_PREFIX)[kind]
         if not dev.get("id"):
             dev["id"] = live.next_name(prefix)
+        elif dev["id"] in live.slots:   # e.g. removed, but not yet ejected by the guest
+            raise VmErr("Error from device manager",
+                        "Invalid identifier as it is not unique: %s" % dev["id"])
         self._open_device(live, kind, dev)
         try:
             slot = live.alloc_slot(dev["id"])
@@ -1455,7 +1613,14 @@ class Vmm:
                 raise VmErr('No device with id "%s" to remove' % dev_id)
             return 204, None
         if dev_id in BUILTIN_SLOT_IDS or not self._remove_from_config(dev_id):
-            raise VmErr("Error from device manager", "Unknown device ID: %s" % dev_id)
+            raise VmErr("Error from device manager",
+                        "Failed to find device corresponding to the given identifier: %s"
+                        % dev_id)
+        if env_flag("CHSIM_IGNORE_ACPI"):
+            # The guest never ejects it: CH keeps the device (and its files, its id, its node
+            # in device_tree); only the config forgets it.
+            self.live.pending_removal.add(dev_id)
+            return 204, None
         self.live.release_device(dev_id)
         EVENTS.emit("vm", "device-removed", {"id": dev_id})
         return 204, None
@@ -1466,9 +1631,14 @@ class Vmm:
             raise not_running()
         if live.state != "Paused":
             raise VmErr("Cannot snapshot VM",
-                        "Failed to snapshot VM: Trying to snapshot while VM is running")
+                        "Failed to snapshot migratable component",
+                        "Trying to snapshot while VM is running")
         EVENTS.emit("vm", "snapshotting")
-        dest = url_to_path(body.get("destination_url"), "Cannot send VM snapshot")
+        # CH v53.0's chains (transcript "snapshot")
+        send = ("Cannot send VM snapshot", "Failed to send migratable component snapshot")
+        dest = url_to_path(body.get("destination_url"), *send)
+        if not os.path.isdir(dest):
+            raise VmErr(*(send + ("Destination is not a directory: %s" % json.dumps(dest),)))
         size = self.memory_actual_size()
         counter = live.snapshot_counter + 1
         state = {
@@ -1483,14 +1653,15 @@ class Vmm:
             "devices": {k: bdf(v) for k, v in live.slots.items()},
         }
 
+        what = {"config.json": "VM config", "state.json": "VM state",
+                "memory-ranges": "memory ranges"}   # only the first one is recorded
+
         def create(name):
             p = os.path.join(dest, name)
             try:
                 return p, os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except OSError as e:
-                raise VmErr("Cannot send VM snapshot",
-                            "Error sending migration data: failed to create %s: %s"
-                            % (p, oserr(e)))
+                raise VmErr(*(send + ("Error creating %s snapshot file" % what[name], oserr(e))))
 
         def write_all(p, fd, data, offset=None):
             try:
@@ -1502,9 +1673,8 @@ class Vmm:
                     if pos is not None:
                         pos += n
             except OSError as e:
-                raise VmErr("Cannot send VM snapshot",
-                            "Error sending migration data: failed to write %s: %s"
-                            % (p, oserr(e)))
+                raise VmErr(*(send + ("Error writing %s snapshot file %s"
+                                      % (what[os.path.basename(p)], json.dumps(p)), oserr(e))))
 
         for name in ("config.json", "memory-ranges", "state.json"):
             p, fd = create(name)
@@ -1517,9 +1687,8 @@ class Vmm:
                     try:
                         os.ftruncate(fd, size)
                     except OSError as e:
-                        raise VmErr("Cannot send VM snapshot",
-                                    "Error sending migration data: failed to size %s: %s"
-                                    % (p, oserr(e)))
+                        raise VmErr(*(send + ("Error writing memory ranges snapshot file %s"
+                                              % json.dumps(p), oserr(e))))
                     chunk = (("chsim memory page, snapshot %d, boot %.6f\n"
                               % (counter, live.boot_time)) * 64)[:4096].encode()
                     for off in (0, (size // 2) & ~4095):
@@ -1540,14 +1709,18 @@ class Vmm:
         mode = body.get("memory_restore_mode") or "Copy"
         resume = bool(body.get("resume"))
         EVENTS.emit("vm", "restoring")
+        # CH v53.0's texts (transcript "snapshot-restore"), paths Debug-quoted as in Rust
+        if not os.path.isdir(src):
+            raise VmErr("Cannot restore VM", "Failed to send migratable component snapshot",
+                        "Destination is not a directory: %s" % json.dumps(src))
         cpath = os.path.join(src, "config.json")
         try:
             with open(cpath, "rb") as f:
                 raw = f.read()
         except OSError as e:
-            raise VmErr("Cannot restore VM",
-                        "Error receiving migration data: failed to open %s: %s"
-                        % (cpath, oserr(e)))
+            raise VmErr("Cannot restore VM", "Failed to receive migratable component snapshot",
+                        "Error opening VM config snapshot file %s" % json.dumps(cpath),
+                        oserr(e))
         try:
             cfg = json.loads(raw)
             if not isinstance(cfg, dict):
@@ -1559,8 +1732,8 @@ class Vmm:
             raise VmErr("Cannot restore VM",
                         "Error deserialising VM config %s: %s" % (cpath, "; ".join(problems)))
         if prefault and mode == "OnDemand":
-            raise validation("'prefault' cannot be used together with "
-                             "memory_restore_mode=OnDemand")
+            raise validation("'prefault' cannot be combined with "
+                             "'memory_restore_mode=ondemand'")
         spath = os.path.join(src, "state.json")
         try:
             with open(spath, "rb") as f:
@@ -1654,7 +1827,9 @@ class Vmm:
                 raise HttpErr(400, ["Bad Request"])
         elif body_kind != "any":
             if not raw_body:
-                raise HttpErr(400, ["Bad Request"])
+                # CH v53.0: vm.create answers 400 with an empty body, the other actions
+                # ["Bad Request"] (transcripts "errors", "resize")
+                raise HttpErr(400, None if endpoint == "vm.create" else ["Bad Request"])
             try:
                 body = json.loads(raw_body)
             except (ValueError, UnicodeDecodeError) as e:
@@ -1663,7 +1838,7 @@ class Vmm:
                 raise HttpErr(400, ["Failed to deserialize JSON",
                                     "invalid type: %s, expected struct %s"
                                     % (json_type(body), body_kind)])
-            problems = SPEC.check(body_kind, body)
+            problems = SPEC.check(body_kind, body, raw_body)
             if problems:
                 raise HttpErr(400, ["Failed to deserialize JSON"] + problems)
         with self.lock:
@@ -1686,22 +1861,36 @@ class Vmm:
         self._close_consoles()
 
 
+# Python's json messages -> serde_json's
+SERDE_SYNTAX = {"Expecting property name enclosed in double quotes": "key must be a string",
+                "Expecting value": "expected value", "Expecting ':' delimiter": "expected `:`",
+                "Expecting ',' delimiter": "expected `,` or `}`",
+                "Unterminated string starting at": "EOF while parsing a string",
+                "Extra data": "trailing characters"}
+
+
 def serde_like(exc):
     if isinstance(exc, json.JSONDecodeError):
-        return "%s at line %d column %d" % (exc.msg, exc.lineno, exc.colno)
+        return "%s at line %d column %d" % (SERDE_SYNTAX.get(exc.msg, exc.msg), exc.lineno,
+                                            exc.colno)
     return str(exc)
 
 
 def json_type(v):
+    """serde's Unexpected, as in ``invalid type: string "big", expected u64``."""
     if isinstance(v, list):
         return "sequence"
+    if isinstance(v, dict):
+        return "map"
     if isinstance(v, str):
         return "string %s" % json.dumps(v)
     if v is None:
         return "null"
     if isinstance(v, bool):
         return "boolean `%s`" % str(v).lower()
-    return "%s `%s`" % (type(v).__name__, v)
+    if isinstance(v, float):
+        return "floating point `%s`" % v
+    return "integer `%s`" % v
 
 
 # --------------------------------------------------------------------------
@@ -1790,9 +1979,6 @@ class ApiSocket:
 # --------------------------------------------------------------------------
 # HTTP server
 # --------------------------------------------------------------------------
-
-REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-           429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class HttpServer:
@@ -1890,8 +2076,9 @@ class HttpServer:
             if endpoint == "vmm.shutdown" and method == "PUT":
                 after = _exit_after_vmm_shutdown
         except HttpErr as e:
-            status, data = e.status, json.dumps(e.messages).encode()
-            LOG.info("HTTP API error response: %s" % ": ".join(e.messages))
+            status = e.status
+            data = b"" if e.messages is None else json.dumps(e.messages).encode()
+            LOG.info("HTTP API error response: %s" % ": ".join(e.messages or ["(empty)"]))
         except Exception as e:  # a simulator bug: report it CH-style
             LOG.error("internal error handling %s %s: %r" % (method, path, e))
             status, data = 500, json.dumps(["Internal Server Error", "chsim: %r" % e]).encode()
@@ -1901,11 +2088,13 @@ class HttpServer:
         return after
 
     def _send(self, conn, status, data, close):
-        head = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "")),
+        # CH's micro_http: an empty reason phrase; a 204 has neither Content-Type nor
+        # Content-Length, every other answer both (Content-Length: 0 for an empty body).
+        head = ["HTTP/1.1 %d " % status,
                 "Server: Cloud Hypervisor API",
                 "Connection: %s" % ("close" if close else "keep-alive")]
-        head.append("Content-Type: application/json")
         if status != 204:
+            head.append("Content-Type: application/json")
             head.append("Content-Length: %d" % len(data))
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (data if status != 204 else b""))
 
@@ -2428,7 +2617,8 @@ def main(argv=None):
             sys.stdout.write(HELP)
             return 0
         if opts.get("--version"):
-            sys.stdout.write("cloud-hypervisor %s\n" % version_info()[1])
+            sys.stdout.write("cloud-hypervisor %s\nMigration Protocol Versions: 0\n"
+                             % version_info()[1])
             return 0
         sock_path = parse_api_socket(opts["--api-socket"]) if "--api-socket" in opts else None
         restore = parse_restore(opts["--restore"]) if "--restore" in opts else None

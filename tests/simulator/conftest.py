@@ -2,7 +2,6 @@
 Cloud Hypervisor (through an installed launcher) and talk HTTP over its unix
 socket with nothing but the standard library."""
 
-import http.client
 import importlib.util
 import json
 import os
@@ -16,6 +15,8 @@ import uuid
 
 import pytest
 
+from .transcripts import UnixHTTPConnection
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -27,18 +28,6 @@ def _load_install():
 
 
 install_launcher = _load_install().install_launcher
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=10):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
 
 
 class Resp:
