@@ -281,6 +281,14 @@ def find_spec():
     return None
 
 
+def warn_if_no_spec():
+    """Without the spec (a plain clone has no ../shared), say so first: bodies go unchecked."""
+    path = find_spec()
+    if not path or not os.path.isfile(path):
+        LOG.warn("request body validation is OFF: OpenAPI spec %s not found (set CHSIM_SPEC, "
+                 "or put it in shared/ch-api/ above the repository)" % (path or SPEC_FILE))
+
+
 class Spec:
     def __init__(self):
         self.ready = None
@@ -301,9 +309,7 @@ class Spec:
         try:
             path = find_spec()
             if not path or not os.path.isfile(path):
-                LOG.warn("OpenAPI spec %s not found (set CHSIM_SPEC): request bodies will "
-                         "not be validated" % (path or SPEC_FILE))
-                return
+                return      # said at startup (warn_if_no_spec)
             import yaml
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             with open(path) as f:
@@ -2462,6 +2468,7 @@ def main(argv=None):
         if api:
             api.close()
         return fatal(["Error creating log file %s: %s" % (opts.get("--log-file"), oserr(e))])
+    warn_if_no_spec()   # the first line of the log when request bodies go unchecked
     if bind_err is not None:
         return fatal(["Failed to start the VMM"] + bind_err.chain)
     global EXIT
