@@ -23,6 +23,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     CloudHVError,
     HostError,
     OptionError,
+    RecordUnreadable,
     StateError,
     VmmNotReachable,
 )
@@ -38,6 +39,8 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
 
 RUN_STATES = ('running', 'paused', 'stopped')
+# NIC indexes whose derived tap names state=absent force=true looks for when the record is unreadable
+MAX_NICS = 64
 LIVE_STATES = {'Running': 'running', 'Paused': 'paused'}
 
 
@@ -311,6 +314,12 @@ class VmManager(object):
         }
 
     def _converge_absent(self):
+        try:
+            self.layout.read_record(self.name)
+        except RecordUnreadable as exc:
+            if not self.params.get('force'):
+                raise
+            return self._remove_unreadable(exc)
         if self.params.get('purge') and os.path.isdir(self.vm_dir):
             users = _snapmod().linked_clones(self.layout, self.vm_dir, exclude=self.name)
             if users:
@@ -350,6 +359,47 @@ class VmManager(object):
             for path in (self.layout.lock_path(self.name),):
                 _unlink_quiet(path)
         return self._result(plan, before, {'state': 'absent', 'spec': {}},
+                            {'name': self.name, 'state': 'absent'})
+
+    def _remove_unreadable(self, exc):
+        """state=absent force=true for a VM whose record cannot be used: remove what is known
+        without it. Its VMM is found through the pid file and the socket (whatever the binary) and
+        stopped; its taps are the names the collection derives for this VM (and a live VMM's NICs);
+        then its run files and the record go. No disk is touched, wherever it is."""
+        plan = Plan()
+        plan.warnings.append("%s: the record could not be used (%s); removed with force=true, its disks kept"
+                             % (self.name, exc.details.get('problem') or exc.msg))
+        self.vmm.binary = None          # unknown without the record
+        pid = self.vmm.pid()
+        taps = set(specmod.tap_name(self.host, self.name, index) for index in range(MAX_NICS))
+        if pid is not None:
+            try:
+                taps.update(n.get('tap') for n in ((self.vmm.client().info() or {}).get('config') or {}).get('net') or [])
+            except (ChApiError, VmmNotReachable):
+                pass
+            plan.add('stop the VMM (pid %d)' % pid, lambda: self.vmm.stop(
+                timeout=self.params.get('stop_timeout', 30), force=True))
+        elif os.path.lexists(self.vmm.socket_path) or os.path.lexists(self.vmm.pid_file):
+            plan.add('remove the stale socket and pid file', self.vmm.cleanup)
+        present = sorted(link['name'] for link in self.netlink().links()
+                         if link['name'] in taps and link['name'].startswith(specmod.TAP_PREFIX))
+        if present:
+            plan.add('remove taps %s' % ', '.join(present), lambda: self._remove_taps(present))
+        sockets = [p for p in (os.path.join(self.layout.run_dir, '%s.%s.sock' % (self.name, kind))
+                               for kind in ('serial', 'console')) if os.path.lexists(p)]
+        if sockets:
+            plan.add('remove %s' % ', '.join(sockets), lambda: [_unlink_quiet(p) for p in sockets])
+        plan.add('remove the unreadable record %s' % self.layout.record_path(self.name),
+                 lambda: os.unlink(self.layout.record_path(self.name)))
+        if self.params.get('purge'):
+            plan.warnings.append("purge: skipped for %s: without a readable record nothing tells its own files "
+                                 "from the user's; %s stays, remove what is no longer needed by hand"
+                                 % (self.name, self.vm_dir))
+        if not self.check_mode:
+            for step in plan.steps:
+                step()
+            _unlink_quiet(self.layout.lock_path(self.name))
+        return self._result(plan, {'state': 'unknown', 'spec': {}}, {'state': 'absent', 'spec': {}},
                             {'name': self.name, 'state': 'absent'})
 
     def managed_list_path(self):
@@ -764,7 +814,11 @@ def vm_infos(layout, binary=None, name=None):
     names = [check_name(name)] if name else layout.list_vms()
     out = []
     for vm in names:
-        record = layout.read_record(vm)
+        try:
+            record = layout.read_record(vm)
+        except RecordUnreadable as exc:     # that VM only: the others are listed as usual
+            out.append({'name': vm, 'state': 'unknown', 'error': str(exc)})
+            continue
         if record is None:
             continue
         mgr = VmManager({'name': vm, 'state_dir': layout.state_dir, 'run_dir': layout.run_dir,
