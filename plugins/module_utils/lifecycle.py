@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import spec as specmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
@@ -34,6 +35,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
     ensure_dir,
     read_json,
     read_marker,
+    read_text,
     write_json_atomic,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
@@ -192,13 +194,10 @@ class VmManager(object):
         for index, dev in enumerate(spec['devices']):
             if not os.path.exists(dev):
                 raise OptionError('devices[%d]' % index, "%s does not exist" % dev)
-        bridges = [n for n in spec['networks'] if n['bridge']]
-        if bridges:
-            nl = self.netlink()
-            for index, net in enumerate(spec['networks']):
-                if net['bridge'] and not nl.bridge_exists(net['bridge']):
-                    raise OptionError('networks[%d].bridge' % index, "bridge %s does not exist "
-                                      "(create it first, e.g. with cloudhv.ch.ch_network)" % net['bridge'])
+        for index, net in enumerate(spec['networks']):
+            if net['bridge'] and not is_bridge(net['bridge']) and not self.netlink().bridge_exists(net['bridge']):
+                raise OptionError('networks[%d].bridge' % index, "bridge %s does not exist "
+                                  "(create it first, e.g. with cloudhv.ch.ch_network)" % net['bridge'])
         for index, net in enumerate(spec['networks']):
             if net['user_tap'] and starting and self.netlink().link(net['user_tap']) is None:
                 raise OptionError('networks[%d].tap' % index, "tap %s does not exist" % net['user_tap'])
@@ -210,8 +209,7 @@ class VmManager(object):
         An image_type the user set explicitly is trusted."""
         if disk.get('image_type_explicit'):
             return
-        from ansible_collections.cloudhv.ch.plugins.module_utils.images import sniff_image_type
-        found = sniff_image_type(disk['path'])
+        found = specmod.sniff_image_type(disk['path'])
         if found and found != disk['image_type']:
             raise OptionError('%s.image_type' % opt, "%s looks like a %s image but its name suggests %s: "
                               "set image_type explicitly (for example image_type: %s)"
@@ -796,6 +794,21 @@ class VmManager(object):
     def _restart(self, spec, config, paused=False):
         self._stop(spec)
         self._start(spec, config, paused=paused)
+
+
+def is_bridge(name):
+    """True when sysfs shows ``name`` as a bridge of this process's network namespace; False when
+    it cannot tell (the caller then asks netlink). Every run checks its bridges, and a no-change
+    run must not pay for importing pyroute2 and opening a netlink socket. /sys/class/net shows the
+    namespace sysfs was mounted in, which need not be ours: the link's ifindex there must be the
+    one this namespace gives the name."""
+    try:
+        index = socket.if_nametoindex(name)
+    except (OSError, ValueError):
+        return False
+    base = os.path.join('/sys/class/net', name)
+    return (read_text(os.path.join(base, 'ifindex')) or '').strip() == str(index) and \
+        os.path.isdir(os.path.join(base, 'bridge'))
 
 
 def _strip(record):
