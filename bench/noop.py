@@ -125,11 +125,11 @@ def main():
                            env=env, capture_output=True, check=False)
     finally:
         cleanup.run()
-    med = dict((k, median_ms(v)) for k, v in samples.items())
+    med = dict((k, median_ms(v)) for k, v in samples.items() if v)
     print('machine: %s' % machine())
     print('CH: simulator; %d rounds, alternating; module interpreter: %s (requirements.txt only)'
           % (rounds, target_python()))
-    cpu_med = dict((k, median_ms(v)) for k, v in cpu.items())
+    cpu_med = dict((k, median_ms(v)) for k, v in cpu.items() if v)
     for label, _extra in VMS:
         print('ad hoc   ch_vm no-change, %-21s %7.1f ms   ping: %7.1f ms   ratio %.3f   CPU %7.1f / %7.1f ms, ratio %.3f'
               % (label + ':', med[label], med['ping'], med[label] / med['ping'], cpu_med[label], cpu_med['ping'],
