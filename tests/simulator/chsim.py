@@ -263,15 +263,17 @@ DENY_UNKNOWN = {"VmConfig", "DiskConfig", "NetConfig", "FsConfig", "PmemConfig",
                 "GenericVhostUserConfig"}
 
 
-def find_spec():
-    env = os.environ.get("CHSIM_SPEC")
-    if env:
-        return env
+def find_spec(name=SPEC_FILE, env=True):
+    """CHSIM_SPEC (when env), else shared/ch-api/<name> in the closest directory above this one
+    that has it (tests/support/chspec.py finds the specs for the tests the same way)."""
+    override = os.environ.get("CHSIM_SPEC") if env else None
+    if override:
+        return override
     here = os.path.dirname(os.path.abspath(__file__))
     for start in (here, os.path.realpath(here)):
         d = start
         while True:
-            cand = os.path.join(d, "shared", "ch-api", SPEC_FILE)
+            cand = os.path.join(d, "shared", "ch-api", name)
             if os.path.isfile(cand):
                 return cand
             parent = os.path.dirname(d)

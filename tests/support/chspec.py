@@ -1,6 +1,6 @@
 """CH's OpenAPI specs are not in the repository: they live in the project's shared notes,
 ``shared/ch-api/`` above the checkout (``../shared`` beside it), where the simulator finds them too
-(tests/simulator/chsim.py, find_spec: upward from its own directory).
+(tests/simulator/chsim.py, find_spec: upward from its own directory; the tests use that).
 
 A plain clone has none. There the tests that need a spec are skipped, naming the missing file, and
 the simulator runs with request body validation off (the first line of its log says so). Where the
@@ -12,22 +12,16 @@ import os
 import pytest
 import yaml
 
-HERE = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
-REPO = os.path.dirname(os.path.dirname(HERE))
+from tests.simulator.chsim import find_spec
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(os.path.abspath(__file__)))))
 V53 = 'cloud-hypervisor-v53.0.yaml'
 
 
 def find(name):
-    """shared/ch-api/<name> in the closest directory above the repository that has it, or None."""
-    here = HERE
-    while True:
-        candidate = os.path.join(here, 'shared', 'ch-api', name)
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(here)
-        if parent == here:
-            return None
-        here = parent
+    """shared/ch-api/<name> in the closest directory above the repository that has it, or None:
+    where the simulator looks (CHSIM_SPEC aside, which only the simulator reads)."""
+    return find_spec(name, env=False)
 
 
 def required():
