@@ -67,8 +67,8 @@ def test_truncated_record_blinds_only_its_vm_and_force_removes_it(hv_ns):
         assert not os.path.exists(os.path.join(hv.run_dir, leftover)), leftover
     assert not os.path.exists(record_path(hv, 'web1'))
     after = os.stat(outside)
-    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (disk_before.st_size, disk_before.st_mtime_ns,
-                                                                 disk_before.st_ino)
+    for field in ('st_size', 'st_mtime_ns', 'st_ino'):
+        assert getattr(after, field) == getattr(disk_before, field), field
     assert [vm['name'] for vm in hv.info()] == ['web2'] and hv.info()[0]['state'] == 'running'
 
     again = hv.vm(name='web1', state='absent', force=True)
