@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the collection on a fresh Debian/Ubuntu machine (root): installs what it
-# needs, then sanity, lint, unit, engine, simulator, network, integration and role tests, and the
-# Molecule scenarios of extensions/molecule (tests/molecule runs `molecule test` for each, inside a
-# throwaway network namespace; a failing scenario fails pytest, and with it the test command).
+# needs, then sanity, lint, Galaxy's import check (scripts/galaxy_import.sh), unit, engine,
+# simulator, network, integration and role tests, and the Molecule scenarios of extensions/molecule
+# (tests/molecule runs `molecule test` for each, inside a throwaway network namespace; a failing
+# scenario fails pytest, and with it the test command).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k ch_vm).
 source "$(dirname "$0")/lib.sh"
 need_deb mkfs.xfs xfsprogs   # tests only: the reflink (FICLONE) copy test makes an XFS image
@@ -13,6 +14,8 @@ echo ">> ansible-test sanity"
 bash "$REPO/tests/sanity/run.sh"
 echo ">> ansible-lint --profile production"
 "$VENV/bin/ansible-lint" --profile production -q
+echo ">> galaxy-importer on the built tarball"
+bash "$REPO/scripts/galaxy_import.sh"
 if [ "$#" -eq 0 ]; then
   # The modules once more on Debian's own Python and packaged libraries (the lower bounds of
   # requirements.txt), before the full run whose closing line CI reads.

@@ -52,14 +52,6 @@ except ImportError:
 else:
     YAML_IMPORT_ERROR = None
 
-try:
-    import pycdlib
-except ImportError:
-    pycdlib = None
-    PYCDLIB_IMPORT_ERROR = traceback.format_exc()
-else:
-    PYCDLIB_IMPORT_ERROR = None
-
 VOLUME_ID = 'cidata'
 USER_DATA = 'user-data'
 META_DATA = 'meta-data'
@@ -82,9 +74,14 @@ def _require_yaml():
 
 
 def _require_pycdlib():
-    if pycdlib is None:
+    """pycdlib, imported on first use (building or reading an image): every ch_vm run with
+    cloud_init renders the files for their digest, and a no-change run must not pay for it."""
+    try:
+        import pycdlib
+    except ImportError:
         raise MissingDependency('pycdlib', reason='to build the cloud-init (cidata) image',
-                                exception=PYCDLIB_IMPORT_ERROR)
+                                exception=traceback.format_exc())
+    return pycdlib
 
 
 def _type_name(value):
@@ -291,7 +288,7 @@ def build_iso(path, files):
     chmod 0600 and renamed over ``path``: readers see the old image or the new one, never a
     partial one, and a failure leaves no temporary file behind.
     """
-    _require_pycdlib()
+    pycdlib = _require_pycdlib()
     if not files:
         raise CloudHVError("build_iso: no files to write")
     for name, data in files.items():
@@ -343,7 +340,7 @@ def read_iso(path):
     names for an image without Rock Ridge, plain ISO 9660 names (lower-cased, version and
     trailing dot dropped) for an image with neither. Raises HostError when the file cannot be read
     and CloudHVError when it is not an ISO 9660 image."""
-    _require_pycdlib()
+    pycdlib = _require_pycdlib()
     iso = pycdlib.PyCdlib()
     try:
         iso.open(path)

@@ -82,6 +82,12 @@ class StateError(CloudHVError):
     """On-host records are missing, damaged or inconsistent."""
 
 
+class RecordUnreadable(StateError):
+    """A VM's record exists but cannot be used: damaged (truncated, not JSON, not an object),
+    unreadable, or written by a newer release (an unknown record_version). Only that VM is
+    affected: listings report it as unknown, and ch_vm state=absent force=true removes it."""
+
+
 class HostError(CloudHVError):
     """The host cannot do what was asked (missing bridge, not enough memory, ...)."""
 

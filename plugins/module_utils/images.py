@@ -64,29 +64,6 @@ IMAGE_TYPES = tuple(CH_IMAGE_TYPES)
 BACKING_FORMATS = ('qcow2', 'raw')
 
 
-def sniff_image_type(path):
-    """What the file's header says it is: 'qcow2', 'vhdx', 'fixedvhd', 'dynamicvhd' or None
-    (raw or unknown). For validation messages only; never to choose a format (see above)."""
-    try:
-        with open(path, 'rb') as handle:
-            head = handle.read(8)
-            size = os.fstat(handle.fileno()).st_size
-            footer = b''
-            if size >= 512:
-                handle.seek(size - 512)
-                footer = handle.read(512)
-    except (OSError, IOError):
-        return None
-    if head[:4] == b'QFI\xfb':
-        return 'qcow2'
-    if head == b'vhdxfile':
-        return 'vhdx'
-    if footer[:8] == b'conectix' or head == b'conectix':
-        disk_type = footer[60:64] if footer[:8] == b'conectix' else b''
-        return 'fixedvhd' if disk_type == b'\x00\x00\x00\x02' else 'dynamicvhd'
-    return None
-
-
 def _unlink_quietly(path):
     if path is None:
         return

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import spec as specmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
@@ -23,6 +24,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     CloudHVError,
     HostError,
     OptionError,
+    RecordUnreadable,
     StateError,
     VmmNotReachable,
 )
@@ -33,11 +35,14 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.store import (
     ensure_dir,
     read_json,
     read_marker,
+    read_text,
     write_json_atomic,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
 
 RUN_STATES = ('running', 'paused', 'stopped')
+# NIC indexes whose derived tap names state=absent force=true looks for when the record is unreadable
+MAX_NICS = 64
 LIVE_STATES = {'Running': 'running', 'Paused': 'paused'}
 
 
@@ -190,13 +195,10 @@ class VmManager(object):
         for index, dev in enumerate(spec['devices']):
             if not os.path.exists(dev):
                 raise OptionError('devices[%d]' % index, "%s does not exist" % dev)
-        bridges = [n for n in spec['networks'] if n['bridge']]
-        if bridges:
-            nl = self.netlink()
-            for index, net in enumerate(spec['networks']):
-                if net['bridge'] and not nl.bridge_exists(net['bridge']):
-                    raise OptionError('networks[%d].bridge' % index, "bridge %s does not exist "
-                                      "(create it first, e.g. with cloudhv.ch.ch_network)" % net['bridge'])
+        for index, net in enumerate(spec['networks']):
+            if net['bridge'] and not is_bridge(net['bridge']) and not self.netlink().bridge_exists(net['bridge']):
+                raise OptionError('networks[%d].bridge' % index, "bridge %s does not exist "
+                                  "(create it first, e.g. with cloudhv.ch.ch_network)" % net['bridge'])
         for index, net in enumerate(spec['networks']):
             if net['user_tap'] and starting and self.netlink().link(net['user_tap']) is None:
                 raise OptionError('networks[%d].tap' % index, "tap %s does not exist" % net['user_tap'])
@@ -208,8 +210,7 @@ class VmManager(object):
         An image_type the user set explicitly is trusted."""
         if disk.get('image_type_explicit'):
             return
-        from ansible_collections.cloudhv.ch.plugins.module_utils.images import sniff_image_type
-        found = sniff_image_type(disk['path'])
+        found = specmod.sniff_image_type(disk['path'])
         if found and found != disk['image_type']:
             raise OptionError('%s.image_type' % opt, "%s looks like a %s image but its name suggests %s: "
                               "set image_type explicitly (for example image_type: %s)"
@@ -312,6 +313,12 @@ class VmManager(object):
         }
 
     def _converge_absent(self):
+        try:
+            self.layout.read_record(self.name)
+        except RecordUnreadable as exc:
+            if not self.params.get('force'):
+                raise
+            return self._remove_unreadable(exc)
         if self.params.get('purge') and os.path.isdir(self.vm_dir):
             users = _snapmod().linked_clones(self.layout, self.vm_dir, exclude=self.name)
             if users:
@@ -351,6 +358,47 @@ class VmManager(object):
             for path in (self.layout.lock_path(self.name),):
                 _unlink_quiet(path)
         return self._result(plan, before, {'state': 'absent', 'spec': {}},
+                            {'name': self.name, 'state': 'absent'})
+
+    def _remove_unreadable(self, exc):
+        """state=absent force=true for a VM whose record cannot be used: remove what is known
+        without it. Its VMM is found through the pid file and the socket (whatever the binary) and
+        stopped; its taps are the names the collection derives for this VM (and a live VMM's NICs);
+        then its run files and the record go. No disk is touched, wherever it is."""
+        plan = Plan()
+        plan.warnings.append("%s: the record could not be used (%s); removed with force=true, its disks kept"
+                             % (self.name, exc.details.get('problem') or exc.msg))
+        self.vmm.binary = None          # unknown without the record
+        pid = self.vmm.pid()
+        taps = set(specmod.tap_name(self.host, self.name, index) for index in range(MAX_NICS))
+        if pid is not None:
+            try:
+                taps.update(n.get('tap') for n in ((self.vmm.client().info() or {}).get('config') or {}).get('net') or [])
+            except (ChApiError, VmmNotReachable):
+                pass
+            plan.add('stop the VMM (pid %d)' % pid, lambda: self.vmm.stop(
+                timeout=self.params.get('stop_timeout', 30), force=True))
+        elif os.path.lexists(self.vmm.socket_path) or os.path.lexists(self.vmm.pid_file):
+            plan.add('remove the stale socket and pid file', self.vmm.cleanup)
+        present = sorted(link['name'] for link in self.netlink().links()
+                         if link['name'] in taps and link['name'].startswith(specmod.TAP_PREFIX))
+        if present:
+            plan.add('remove taps %s' % ', '.join(present), lambda: self._remove_taps(present))
+        sockets = [p for p in (os.path.join(self.layout.run_dir, '%s.%s.sock' % (self.name, kind))
+                               for kind in ('serial', 'console')) if os.path.lexists(p)]
+        if sockets:
+            plan.add('remove %s' % ', '.join(sockets), lambda: [_unlink_quiet(p) for p in sockets])
+        plan.add('remove the unreadable record %s' % self.layout.record_path(self.name),
+                 lambda: os.unlink(self.layout.record_path(self.name)))
+        if self.params.get('purge'):
+            plan.warnings.append("purge: skipped for %s: without a readable record nothing tells its own files "
+                                 "from the user's; %s stays, remove what is no longer needed by hand"
+                                 % (self.name, self.vm_dir))
+        if not self.check_mode:
+            for step in plan.steps:
+                step()
+            _unlink_quiet(self.layout.lock_path(self.name))
+        return self._result(plan, {'state': 'unknown', 'spec': {}}, {'state': 'absent', 'spec': {}},
                             {'name': self.name, 'state': 'absent'})
 
     def managed_list_path(self):
@@ -749,6 +797,21 @@ class VmManager(object):
         self._start(spec, config, paused=paused)
 
 
+def is_bridge(name):
+    """True when sysfs shows ``name`` as a bridge of this process's network namespace; False when
+    it cannot tell (the caller then asks netlink). Every run checks its bridges, and a no-change
+    run must not pay for importing pyroute2 and opening a netlink socket. /sys/class/net shows the
+    namespace sysfs was mounted in, which need not be ours: the link's ifindex there must be the
+    one this namespace gives the name."""
+    try:
+        index = socket.if_nametoindex(name)
+    except (OSError, ValueError):
+        return False
+    base = os.path.join('/sys/class/net', name)
+    return (read_text(os.path.join(base, 'ifindex')) or '').strip() == str(index) and \
+        os.path.isdir(os.path.join(base, 'bridge'))
+
+
 def _strip(record):
     return dict((k, v) for k, v in (record or {}).items() if k not in ('record_version', 'name', 'managed_files'))
 
@@ -765,7 +828,11 @@ def vm_infos(layout, binary=None, name=None):
     names = [check_name(name)] if name else layout.list_vms()
     out = []
     for vm in names:
-        record = layout.read_record(vm)
+        try:
+            record = layout.read_record(vm)
+        except RecordUnreadable as exc:     # that VM only: the others are listed as usual
+            out.append({'name': vm, 'state': 'unknown', 'error': str(exc)})
+            continue
         if record is None:
             continue
         mgr = VmManager({'name': vm, 'state_dir': layout.state_dir, 'run_dir': layout.run_dir,

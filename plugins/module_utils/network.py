@@ -478,17 +478,17 @@ class NetworkManager(object):
     def gather(self, desired):
         name = desired['name']
         links = self.nl.links()
-        by_name = dict((l['name'], l) for l in links)
+        by_name = dict((entry['name'], entry) for entry in links)
         link = by_name.get(name)
         actual = {
             'link': link,
             'addresses': self.nl.addresses(name) if link else [],
-            'ports': [l for l in links if link is not None and l['master'] == name],
+            'ports': [entry for entry in links if link is not None and entry['master'] == name],
             'link_names': sorted(by_name),
             'default_uplink': None,
             'default_forwarding': None,
             'forwarding': {},
-            'taps': [l for l in links if l['kind'] == 'tun' and is_collection_tap(l['name'])],
+            'taps': [entry for entry in links if entry['kind'] == 'tun' and is_collection_tap(entry['name'])],
             'owners': {},
             'running': {},
         }

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Module options -> normalized VM spec -> CH VmConfig, and desired-vs-actual comparison.
 
-Pure logic: no I/O except reading the host id, no Ansible imports. Every bad input raises
-OptionError naming the option, before anything on the host is touched.
+Pure logic: no I/O except reading the host id and the first bytes of a disk (sniff_image_type), no
+Ansible imports. Every bad input raises OptionError naming the option, before anything on the host
+is touched.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,9 +37,38 @@ def detect_image_type(path):
 
     Deliberately by name, not by content: a guest can write any header into a raw disk, and
     trusting it would let the guest change how the host reads its disk. Use
-    :func:`images.sniff_image_type` to warn about an obvious mismatch (e.g. Ubuntu's qcow2 ``.img``).
+    :func:`sniff_image_type` to warn about an obvious mismatch (e.g. Ubuntu's qcow2 ``.img``).
     """
     return _EXTENSIONS.get(os.path.splitext(str(path))[1].lower(), 'raw')
+
+
+def sniff_image_type(path):
+    """What the file's header says it is: 'qcow2', 'vhdx', 'fixedvhd', 'dynamicvhd' or None
+    (raw or unknown). For validation messages only; never to choose a format (see above).
+
+    Here and not in images.py: every run checks its disks' headers, and a no-change run must not
+    pay for importing the images engine. Reads 16 bytes at the start and, for a VHD's footer,
+    64 bytes 512 from the end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    except (OSError, IOError):
+        return None
+    try:
+        head = os.pread(fd, 16, 0)
+        size = os.fstat(fd).st_size
+        footer = os.pread(fd, 64, size - 512) if size >= 512 else b''
+    except (OSError, IOError):
+        return None
+    finally:
+        os.close(fd)
+    if head[:4] == b'QFI\xfb':
+        return 'qcow2'
+    if head[:8] == b'vhdxfile':
+        return 'vhdx'
+    if footer[:8] == b'conectix' or head[:8] == b'conectix':
+        disk_type = footer[60:64] if footer[:8] == b'conectix' else b''
+        return 'fixedvhd' if disk_type == b'\x00\x00\x00\x02' else 'dynamicvhd'
+    return None
 
 
 MIB = 1024 * 1024

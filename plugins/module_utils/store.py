@@ -27,6 +27,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     BusyError,
     HostError,
     OptionError,
+    RecordUnreadable,
     StateError,
 )
 
@@ -185,9 +186,18 @@ class Layout(object):
                       if NAME_RE.match(e) and os.path.isfile(os.path.join(self.vms_dir, e, 'vm.json')))
 
     def read_record(self, name):
-        record = read_json(self.record_path(name))
+        """The VM's record, None when it has none; RecordUnreadable when it cannot be used."""
+        path = self.record_path(name)
+        try:
+            record = read_json(path)
+        except StateError as exc:
+            raise _unreadable(exc.msg, name, path)
         if record is not None and not isinstance(record, dict):
-            raise StateError("record %s is not a JSON object" % self.record_path(name))
+            raise _unreadable("record %s is not a JSON object" % path, name, path)
+        version = (record or {}).get('record_version', RECORD_VERSION)
+        if not isinstance(version, int) or version > RECORD_VERSION:
+            raise _unreadable("record %s has record_version %r; this release of cloudhv.ch reads version %d: "
+                              "it was written by a newer release" % (path, version, RECORD_VERSION), name, path)
         return record
 
     def write_record(self, name, record):
@@ -195,6 +205,13 @@ class Layout(object):
         record['record_version'] = RECORD_VERSION
         record['name'] = name
         write_json_atomic(self.record_path(name), record)
+
+
+def _unreadable(problem, name, path):
+    """RecordUnreadable: the problem, then the way out."""
+    return RecordUnreadable("%s. Restore the record from a backup, or remove the VM with cloudhv.ch.ch_vm "
+                            "name=%s state=absent force=true (stops its VMM, removes its taps, run files and "
+                            "record; keeps its disks)" % (problem, name), path=path, problem=problem)
 
 
 def record_taps(record):

@@ -329,7 +329,13 @@ options:
     type: float
     default: 30
   force:
-    description: Skip the graceful steps when stopping (SIGTERM, then SIGKILL).
+    description:
+      - Skip the graceful steps when stopping (SIGTERM, then SIGKILL).
+      - With O(state=absent), also remove a VM whose record cannot be used (damaged, say truncated by a full
+        disk or a hand edit, or written by a newer release of the collection), which is refused otherwise.
+        Without the record, its VMM is found through its pid file and API socket and stopped, its taps are
+        those the collection derives for the VM name, and its run files and the record are removed. Its disks
+        and its directory in O(state_dir) stay, even with O(purge=true).
     type: bool
     default: false
   purge:

@@ -73,9 +73,18 @@ vms:
       type: str
       sample: web1
     state:
-      description: V(running), V(paused), V(stopped), V(standby) or V(crashed).
+      description:
+        - V(running), V(paused), V(stopped), V(standby) or V(crashed).
+        - V(unknown) when the VM's record cannot be used (damaged, say truncated or edited by hand, or
+          written by a newer release of the collection) or its VMM cannot be asked; RV(vms[].error) says why.
+          The other VMs are listed as usual.
       type: str
       sample: running
+    error:
+      description: Why the state is V(unknown), with the way out (for a record that cannot be used, remove the
+        VM with M(cloudhv.ch.ch_vm) O(cloudhv.ch.ch_vm#module:state=absent) O(cloudhv.ch.ch_vm#module:force=true)).
+      returned: when the state is V(unknown)
+      type: str
     pid:
       description: PID of the VMM, or null.
       type: int

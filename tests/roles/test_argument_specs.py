@@ -62,3 +62,17 @@ def test_role_passes_every_option_on(variable, module, task):
             assert value == '{{ cloudhv_vms_cloud_init[item.name] | default(omit) }}', (key, value)
         elif key not in ('name', 'state'):
             assert value == '{{ item.%s | default(omit) }}' % key, (key, value)
+
+
+@pytest.mark.parametrize('role', ['install', 'preflight', 'vms'])
+def test_role_has_galaxy_metadata_matching_its_argument_spec(role):
+    """Galaxy's importer reads a role's description from meta/main.yml's galaxy_info (without it:
+    "Could not get role description, no role metadata found" on the collection's page); it is the
+    argument spec's short_description, so the two cannot drift apart."""
+    meta_dir = os.path.join(REPO, 'roles', role, 'meta')
+    with open(os.path.join(meta_dir, 'main.yml')) as handle:
+        info = (yaml.safe_load(handle) or {}).get('galaxy_info') or {}
+    with open(os.path.join(meta_dir, 'argument_specs.yml')) as handle:
+        spec = yaml.safe_load(handle)['argument_specs']['main']
+    assert info.get('description') == spec['short_description']
+    assert info.get('license') == 'GPL-3.0-or-later' and info.get('author')

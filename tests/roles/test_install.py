@@ -261,3 +261,54 @@ def test_dependency_probe_reports_what_it_would_install(tmp_path, mirror):
     res = run_role(tmp_path, 'install', dict(variables, cloudhv_python_deps='none'), check=True)
     assert res.rc != 0
     assert 'needs httpx>=999.0' in failure(res) and 'cloudhv_python_deps is none' in failure(res)
+
+
+def test_download_dir_parents_are_created_and_removed_on_failure(tmp_path, mirror):
+    """cloudhv_download_dir on a fresh host (/srv/cloudhv/cache/download): its missing parents are
+    created (mode 0755) and stay; check mode predicts them and creates nothing; a run that fails
+    installs nothing and leaves none of them behind."""
+    _root, digests = mirror
+    fresh = tmp_path / 'srv'
+    variables = install_vars(tmp_path, mirror, cloudhv_install_dependencies=False,
+                             cloudhv_download_dir=str(fresh / 'cloudhv' / 'cache' / 'download'))
+
+    res = run_role(tmp_path, 'install', variables, check=True)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert any(t.endswith('Make the directories above cloudhv_download_dir') for t in changed(res)), changed(res)
+    assert not fresh.exists() and not (tmp_path / 'bin').exists()
+
+    wrong = dict(digests)
+    wrong[CH] = 'sha256:' + 'ab' * 32
+    res = run_role(tmp_path, 'install', dict(variables, cloudhv_checksums=wrong))
+    assert res.rc != 0
+    assert 'Nothing was installed' in failure(res)
+    assert not fresh.exists(), 'the directories this run created are removed again'
+    assert snapshot(tmp_path) == {}
+
+    res = run_role(tmp_path, 'install', variables)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert snapshot(tmp_path) == dict((path, (digests[key], mode)) for path, (key, mode) in FILES.items())
+    for path in (fresh, fresh / 'cloudhv', fresh / 'cloudhv' / 'cache'):
+        assert '%04o' % (os.stat(str(path)).st_mode & 0o7777) == '0755', path
+    assert os.listdir(str(fresh / 'cloudhv' / 'cache')) == [], 'the staging directory is removed'
+
+    # a failure keeps directories that were there before the run, and a concurrent run's files
+    (fresh / 'cloudhv' / 'cache' / 'download.other').mkdir()
+    os.unlink(str(tmp_path / 'bin' / 'cloud-hypervisor'))
+    res = run_role(tmp_path, 'install', dict(variables, cloudhv_checksums=wrong))
+    assert res.rc != 0
+    assert os.listdir(str(fresh / 'cloudhv' / 'cache')) == ['download.other']
+
+
+def test_download_dir_that_cannot_work_is_refused_naming_the_variable(tmp_path, mirror):
+    (tmp_path / 'afile').write_text('not a directory')
+    for where, why in ((str(tmp_path / 'afile' / 'cache' / 'download'),
+                        '%s is not a directory' % (tmp_path / 'afile')),
+                       ('relative/download', 'must be an absolute path')):
+        variables = install_vars(tmp_path, mirror, cloudhv_install_dependencies=False, cloudhv_download_dir=where)
+        for check in (True, False):
+            res = run_role(tmp_path, 'install', variables, check=check)
+            assert res.rc != 0
+            msg = failure(res)
+            assert 'cloudhv_download_dir' in msg and why in msg, msg
+            assert snapshot(tmp_path) == {} and not (tmp_path / 'relative').exists()

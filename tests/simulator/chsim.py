@@ -341,15 +341,17 @@ def line_col(text, offset):
     return "line %d column %d" % (line, offset - text.rfind("\n", 0, offset))
 
 
-def find_spec():
-    env = os.environ.get("CHSIM_SPEC")
-    if env:
-        return env
+def find_spec(name=SPEC_FILE, env=True):
+    """CHSIM_SPEC (when env), else shared/ch-api/<name> in the closest directory above this one
+    that has it (tests/support/chspec.py finds the specs for the tests the same way)."""
+    override = os.environ.get("CHSIM_SPEC") if env else None
+    if override:
+        return override
     here = os.path.dirname(os.path.abspath(__file__))
     for start in (here, os.path.realpath(here)):
         d = start
         while True:
-            cand = os.path.join(d, "shared", "ch-api", SPEC_FILE)
+            cand = os.path.join(d, "shared", "ch-api", name)
             if os.path.isfile(cand):
                 return cand
             parent = os.path.dirname(d)
@@ -357,6 +359,14 @@ def find_spec():
                 break
             d = parent
     return None
+
+
+def warn_if_no_spec():
+    """Without the spec (a plain clone has no ../shared), say so first: bodies go unchecked."""
+    path = find_spec()
+    if not path or not os.path.isfile(path):
+        LOG.warn("request body validation is OFF: OpenAPI spec %s not found (set CHSIM_SPEC, "
+                 "or put it in shared/ch-api/ above the repository)" % (path or SPEC_FILE))
 
 
 class Spec:
@@ -379,9 +389,7 @@ class Spec:
         try:
             path = find_spec()
             if not path or not os.path.isfile(path):
-                LOG.warn("OpenAPI spec %s not found (set CHSIM_SPEC): request bodies will "
-                         "not be validated" % (path or SPEC_FILE))
-                return
+                return      # said at startup (warn_if_no_spec)
             import yaml
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             with open(path) as f:
@@ -2652,6 +2660,7 @@ def main(argv=None):
         if api:
             api.close()
         return fatal(["Error creating log file %s: %s" % (opts.get("--log-file"), oserr(e))])
+    warn_if_no_spec()   # the first line of the log when request bodies go unchecked
     if bind_err is not None:
         return fatal(["Failed to start the VMM"] + bind_err.chain)
     global EXIT

@@ -232,7 +232,7 @@ def test_missing_yaml_reported_only_when_rendering(monkeypatch):
 
 
 def test_missing_pycdlib_reported_only_when_building(monkeypatch, tmp_path):
-    monkeypatch.setattr(cloudinit, 'pycdlib', None)
+    monkeypatch.setitem(sys.modules, 'pycdlib', None)      # import pycdlib raises ImportError
     result = cloudinit.render('web1')  # fine without pycdlib
     with pytest.raises(MissingDependency) as info:
         cloudinit.build_iso(str(tmp_path / 'cidata.iso'), result['files'])

@@ -107,14 +107,14 @@ def test_sniff_image_type(tmp_path):
                                ('raw', 'raw', None)):
         path = str(tmp_path / ('d.%s' % ext))
         subprocess.check_call([QEMU_IMG, 'create', '-q', '-f', fmt, path, '1M'])
-        assert images.sniff_image_type(path) == expected
+        assert spec.sniff_image_type(path) == expected
     fixed = str(tmp_path / 'f.vhd')
     subprocess.check_call([QEMU_IMG, 'create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', fixed, '1M'])
-    assert images.sniff_image_type(fixed) == 'fixedvhd'
+    assert spec.sniff_image_type(fixed) == 'fixedvhd'
     dynamic = str(tmp_path / 'd.vhd')
     subprocess.check_call([QEMU_IMG, 'create', '-q', '-f', 'vpc', dynamic, '1M'])
-    assert images.sniff_image_type(dynamic) == 'dynamicvhd'
-    assert images.sniff_image_type(str(tmp_path / 'missing')) is None
+    assert spec.sniff_image_type(dynamic) == 'dynamicvhd'
+    assert spec.sniff_image_type(str(tmp_path / 'missing')) is None
 
 
 # --- create_raw --------------------------------------------------------------------------

@@ -117,3 +117,18 @@ def test_file_facts(tmp_path):
     assert probe.file_facts(str(path), 'sha1') == expected
     assert probe.file_facts(str(tmp_path / 'none'), 'sha256') == {'exists': False, 'digest': None, 'mode': None}
     assert probe.file_facts(str(tmp_path), 'sha256')['digest'] is None
+
+
+def test_download_facts_lists_missing_parents_outermost_first(tmp_path):
+    (tmp_path / 'afile').write_text('x')
+    facts = probe.download_facts(str(tmp_path / 'srv' / 'cloudhv' / 'cache' / 'download'))
+    assert facts == {'missing': [str(tmp_path / 'srv'), str(tmp_path / 'srv' / 'cloudhv'),
+                                 str(tmp_path / 'srv' / 'cloudhv' / 'cache')],
+                     'existing': str(tmp_path), 'error': None}
+    assert probe.download_facts(str(tmp_path / 'download')) == {'missing': [], 'existing': str(tmp_path),
+                                                                'error': None}
+    below_file = probe.download_facts(str(tmp_path / 'afile' / 'x' / 'download'))
+    assert below_file['error'] == ('cloudhv_download_dir is %s, but %s is not a directory'
+                                   % (tmp_path / 'afile' / 'x' / 'download', tmp_path / 'afile'))
+    assert 'must be an absolute path' in probe.download_facts('relative/download')['error']
+    assert probe.download_facts('') == {'missing': [], 'existing': None, 'error': None}

@@ -50,3 +50,33 @@ def test_ensure_dir_many_threads(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and os.path.isdir(path)
+
+
+@pytest.mark.parametrize('text,problem', [
+    ('{"record_version": 1, "spec": {', 'is not valid JSON'),
+    ('[1, 2]', 'is not a JSON object'),
+    ('{"record_version": 2}', 'record_version 2'),
+    ('{"record_version": "1"}', "record_version '1'"),
+])
+def test_unusable_record_names_the_problem_and_the_way_out(tmp_path, text, problem):
+    from ansible_collections.cloudhv.ch.plugins.module_utils.errors import RecordUnreadable
+    layout = store.Layout(str(tmp_path / 's'), str(tmp_path / 'r'))
+    os.makedirs(layout.vm_dir('web1'))
+    with open(layout.record_path('web1'), 'w') as handle:
+        handle.write(text)
+    with pytest.raises(RecordUnreadable) as info:
+        layout.read_record('web1')
+    assert problem in info.value.msg and problem in info.value.details['problem']
+    assert 'cloudhv.ch.ch_vm name=web1 state=absent force=true' in info.value.msg
+    assert layout.list_vms() == ['web1']
+
+
+def test_current_and_older_records_are_read(tmp_path):
+    layout = store.Layout(str(tmp_path / 's'), str(tmp_path / 'r'))
+    os.makedirs(layout.vm_dir('web1'))
+    layout.write_record('web1', {'spec': {}})
+    assert layout.read_record('web1')['record_version'] == store.RECORD_VERSION
+    with open(layout.record_path('web1'), 'w') as handle:
+        handle.write('{"spec": {}}')          # the first records had no record_version
+    assert layout.read_record('web1') == {'spec': {}}
+    assert layout.read_record('web2') is None

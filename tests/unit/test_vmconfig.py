@@ -1,33 +1,20 @@
 """vmconfig.py: the VmConfig field table behind ch_vm's extra_config check, against CH's OpenAPI
-specs in shared/ch-api/ (found like the simulator finds them: upward from this directory)."""
-import os
+specs in shared/ch-api/ (tests/support/chspec.py: skipped on a plain clone, which has none)."""
 
 import pytest
-import yaml
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmconfig import SCHEMAS, check_extra_config
+from tests.support import chspec
 
 SPECS = ('cloud-hypervisor-v53.0.yaml', 'cloud-hypervisor-main-2026-08.yaml')
-
-
-def find_spec(name):
-    here = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
-    while True:
-        candidate = os.path.join(here, 'shared', 'ch-api', name)
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(here)
-        assert parent != here, 'shared/ch-api/%s not found above %s' % (name, __file__)
-        here = parent
 
 
 def spec_fields():
     """{schema: {field: ref}} reachable from VmConfig, union of both specs (as the table)."""
     out = {}
     for name in SPECS:
-        with open(find_spec(name)) as handle:
-            schemas = yaml.safe_load(handle)['components']['schemas']
+        schemas = chspec.schemas(name)
 
         def walk(schema, schemas=schemas):
             fields = out.setdefault(schema, {})

@@ -14,11 +14,14 @@ Request: {"requirements": {"httpx": "0.23.3", ...},   Python libraries and their
           "packages": {"qemu-img": "qemu-utils", "httpx": "python3-httpx", ...},
           "method": "auto" | "distro" | "pip" | "none",
           "os_family": "Debian", "break_system_packages": false,
-          "files": {"/usr/local/bin/cloud-hypervisor": "sha256", ...}}
+          "files": {"/usr/local/bin/cloud-hypervisor": "sha256", ...},
+          "download_dir": "/var/tmp/cloudhv.ch-download" (optional)}
 Answer:  {"python", "venv", "externally_managed", "libs": {name: version or null},
           "tools": {name: path or null}, "os_packages": [...], "pip_packages": [...],
           "satisfied": [...], "errors": [...],
-          "files": {path: {"exists", "digest" (hex or null), "mode" ("0755")}}}
+          "files": {path: {"exists", "digest" (hex or null), "mode" ("0755")}},
+          "download": {"missing": [directories to create, outermost first], "existing": the closest
+                       existing ancestor of the download directory's parent, "error": text or null}}
 """
 
 from __future__ import absolute_import, division, print_function
@@ -175,11 +178,33 @@ def file_facts(path, algorithm):
     return out
 
 
+def download_facts(download_dir):
+    """The staging directories are <download_dir>.<random>: which of the parent directories of
+    download_dir are missing (the role creates them), and whether the path can work at all."""
+    out = {'missing': [], 'existing': None, 'error': None}
+    if not download_dir:
+        return out
+    if not os.path.isabs(download_dir):
+        out['error'] = 'cloudhv_download_dir must be an absolute path, got %r' % download_dir
+        return out
+    path = os.path.dirname(os.path.normpath(download_dir))
+    while not os.path.lexists(path):
+        out['missing'].insert(0, path)
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        out['error'] = ('cloudhv_download_dir is %s, but %s is not a directory'
+                        % (download_dir, path))
+    else:
+        out['existing'] = path
+    return out
+
+
 def main():
     request = json.loads(sys.stdin.read() or '{}')
     answer = plan(request)
     answer['files'] = dict((path, file_facts(path, algorithm or 'sha256'))
                            for path, algorithm in (request.get('files') or {}).items())
+    answer['download'] = download_facts(request.get('download_dir'))
     print(json.dumps(answer, sort_keys=True))
 
 
