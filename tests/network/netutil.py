@@ -126,6 +126,60 @@ def connect(ns, host, port, timeout=CONNECT_TIMEOUT):
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def resolve(ns, name, server, proto='udp'):
+    """A records of ``name`` asked from ``server`` (port 53) inside ``ns``: a sorted list of
+    addresses, or the rcode's name ('NXDOMAIN', 'REFUSED'), or None when nothing answered."""
+    proc = sh(sys.executable, NETTOOL, 'dns', name, server, proto, ns=ns, check=False, timeout=15)
+    if proc.returncode != 0:
+        return None
+    lines = proc.stdout.split()
+    return lines[0] if lines and not lines[0][0].isdigit() else sorted(lines)
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# udhcpc calls this with the event; 'bound' carries the lease in the environment
+if [ "$1" = bound ]; then
+  printf 'ip=%s\\nmask=%s\\nrouter=%s\\ndns=%s\\ndomain=%s\\nhostname=%s\\nlease=%s\\n' \\
+    "$ip" "$mask" "$router" "$dns" "$domain" "$hostname" "$lease" > "$UDHCPC_OUT"
+fi
+exit 0
+"""
+
+
+class DhcpClient(object):
+    """A namespace attached to ``bridge`` (in ``host``) through a veth pair, whose eth0 has ``mac``:
+    the stand-in for a VM's NIC. :meth:`lease` runs busybox udhcpc (a real DHCP client) once."""
+
+    def __init__(self, spaces, host, bridge, mac, tmp_path, tag='c'):
+        self.ns = spaces.new(tag)
+        self.mac = mac
+        self.port = 'dp%s' % uuid.uuid4().hex[:8]
+        self.out = str(tmp_path / ('udhcpc-%s.env' % self.port))
+        self.script = str(tmp_path / 'udhcpc-script.sh')
+        with open(self.script, 'w') as handle:
+            handle.write(UDHCPC_SCRIPT)
+        os.chmod(self.script, 0o755)
+        sh('ip', 'link', 'add', self.port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', self.ns, ns=host)
+        sh('ip', 'link', 'set', self.port, 'master', bridge, ns=host)
+        sh('ip', 'link', 'set', self.port, 'up', ns=host)
+        sh('ip', 'link', 'set', 'eth0', 'address', mac, ns=self.ns)
+        sh('ip', 'link', 'set', 'eth0', 'up', ns=self.ns)
+
+    def lease(self, release=False):
+        """{ip, mask, router, dns, domain, hostname, lease} the server handed out, or None."""
+        if os.path.exists(self.out):
+            os.unlink(self.out)
+        argv = ['env', 'UDHCPC_OUT=%s' % self.out, 'busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-f',
+                '-t', '6', '-T', '1', '-A', '1', '-O', 'hostname', '-O', 'domain', '-s', self.script]
+        if release:
+            argv.append('-R')
+        proc = sh(*argv, ns=self.ns, check=False, timeout=60)
+        if proc.returncode != 0 or not os.path.exists(self.out):
+            return None
+        with open(self.out) as handle:
+            return dict(line.split('=', 1) for line in handle.read().splitlines() if '=' in line)
+
+
 class Topology(object):
     """host: bridge (made by the tests) + port 'vmport' to the VM, uplink 'up0' to the outside
     (192.0.2.1/24, default route via 192.0.2.2). vm: eth0 10.77.0.2/24 via 10.77.0.1.
@@ -177,7 +231,7 @@ class Engine(object):
 
     def params(self, **params):
         full = dict(state='present', netns=self.netns, addresses=None, mtu=None, nat=None, uplink=None,
-                    isolation=None, egress=None, prune_taps=False, force=False)
+                    isolation=None, egress=None, dhcp=None, prune_taps=False, force=False)
         full.update(params)
         return full
 
