@@ -117,6 +117,14 @@ class Namespaces(object):
                 if stream:
                     stream.close()
         for name in self.names:
+            # what still runs in the namespace (a dnsmasq the test's engine started) goes with it
+            pids = subprocess.run(['ip', 'netns', 'pids', name], capture_output=True, text=True, timeout=20,
+                                  check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
             subprocess.run(['ip', 'netns', 'del', name], capture_output=True, timeout=20, check=False)
 
 
