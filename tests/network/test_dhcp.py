@@ -84,3 +84,23 @@ def test_router_advertisements_give_slaac_addresses(netns, namespaces, engine_fa
         assert run(addresses=['10.77.0.1/24'], dhcp={'ranges': [RANGE]})['changed'] is True
     finally:
         run(state='absent', force=True)
+
+
+def test_two_bridges_each_with_its_own_server(netns, namespaces, engine_factory, tmp_path):
+    eng = engine_factory(netns)
+    try:
+        for index, name in enumerate(('br0', 'br1')):
+            res = eng.run(name=name, addresses=['10.7%d.0.1/24' % index],
+                          dhcp={'ranges': ['10.7%d.0.100-10.7%d.0.120' % (index, index)]})
+            assert res['changed'] is True and res['network']['dhcp']['running'] is True
+        pids = [eng.run(name=name, addresses=['10.7%d.0.1/24' % i], dhcp={'ranges': ['10.7%d.0.100-10.7%d.0.120' % (i, i)]})
+                ['network']['dhcp']['pid'] for i, name in enumerate(('br0', 'br1'))]
+        assert None not in pids and pids[0] != pids[1]
+        for index, name in enumerate(('br0', 'br1')):
+            client = DhcpClient(namespaces, netns, name, '02:00:00:77:01:0%d' % index, tmp_path, tag='c%d' % index)
+            lease = client.lease()
+            assert lease is not None and lease['ip'].startswith('10.7%d.0.' % index), (name, lease)
+            assert lease['router'] == ''        # no NAT, no router set: no router option at all
+    finally:
+        for name in ('br0', 'br1'):
+            eng.run(name=name, state='absent', force=True)
