@@ -43,6 +43,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     OptionError,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils import process
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import read_text
 
 SBIN_DIRS = ('/usr/local/sbin', '/usr/sbin', '/sbin')
 DNSMASQ_UMASK = 0o077
@@ -250,17 +251,9 @@ class Paths(object):
         return {'leases': self.leases, 'hosts': self.hosts, 'names': self.names}
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
-
-
 def read_settings(layout, bridge):
     """The settings of the bridge's DHCP server as ch_network wrote them, or None."""
-    text = _read(Paths(layout, bridge).settings)
+    text = read_text(Paths(layout, bridge).settings)
     try:
         data = json.loads(text) if text else None
     except ValueError:
@@ -278,7 +271,7 @@ def read_nic_files(paths):
     for name in names:
         if name.startswith('.'):
             continue
-        out[name] = (_read(os.path.join(paths.hosts, name)), _read(os.path.join(paths.names, name)))
+        out[name] = (read_text(os.path.join(paths.hosts, name)), read_text(os.path.join(paths.names, name)))
     return out
 
 
@@ -301,7 +294,7 @@ def write_nic_files(paths, changes):
             path = os.path.join(directory, name)
             if text is None:
                 process.unlink_quiet(path)
-            elif _read(path) != text:
+            elif read_text(path) != text:
                 _write_file(path, text)
 
 
@@ -426,7 +419,7 @@ def nic_address(layout, net):
 def read_leases(path):
     """IPv4 leases of a dnsmasq lease file: [{mac, ip, hostname, expiry}] sorted by ip
     (expiry: seconds since the epoch, 0 for an infinite lease)."""
-    text = _read(path) or ''
+    text = read_text(path) or ''
     leases = []
     for line in text.splitlines():
         fields = line.split()
@@ -487,7 +480,7 @@ class Dnsmasq(object):
         return [self.binary or find_dnsmasq(), '--keep-in-foreground', '--conf-file=%s' % self.paths.conf]
 
     def config(self):
-        return _read(self.paths.conf)
+        return read_text(self.paths.conf)
 
     def write(self, text, settings):
         """The configuration and settings files, and the directories the server reads."""

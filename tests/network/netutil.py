@@ -14,6 +14,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.firewall import Nft
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
 from ansible_collections.cloudhv.ch.plugins.module_utils.network import NetworkManager, desired_from_params
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
+from tests.support.netns import remove_netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NETTOOL = os.path.join(HERE, 'nettool.py')
@@ -118,14 +119,7 @@ class Namespaces(object):
                     stream.close()
         for name in self.names:
             # what still runs in the namespace (a dnsmasq the test's engine started) goes with it
-            pids = subprocess.run(['ip', 'netns', 'pids', name], capture_output=True, text=True, timeout=20,
-                                  check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
-            subprocess.run(['ip', 'netns', 'del', name], capture_output=True, timeout=20, check=False)
+            remove_netns(name)
 
 
 def connect(ns, host, port, timeout=CONNECT_TIMEOUT):

@@ -50,9 +50,9 @@ def test_router_defaults_to_the_bridge_with_nat_and_to_none_without():
 
 
 def test_config_text():
-    conf = dhcp.render_config('br0', settings(('10.77.0.1/24', '10.78.0.1/24', 'fd00:77::1/64'), nat=True,
-                                               ranges=['10.77.0.100-10.77.0.199'], lease_time='12h',
-                                               domain='Lab.Test.', dns_servers=['192.0.2.53']), PATHS)
+    wanted = settings(('10.77.0.1/24', '10.78.0.1/24', 'fd00:77::1/64'), nat=True, ranges=['10.77.0.100-10.77.0.199'],
+                      lease_time='12h', domain='Lab.Test.', dns_servers=['192.0.2.53'])
+    conf = dhcp.render_config('br0', wanted, PATHS)
     lines = conf.splitlines()
     for want in ('interface=br0', 'except-interface=lo', 'bind-dynamic', 'dhcp-leasefile=/s/dhcp/br0.leases',
                  'dhcp-hostsdir=/r/dhcp/br0/hosts', 'hostsdir=/r/dhcp/br0/names',
