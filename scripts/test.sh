@@ -6,7 +6,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k ch_vm).
 source "$(dirname "$0")/lib.sh"
 need_deb mkfs.xfs xfsprogs   # tests only: the reflink (FICLONE) copy test makes an XFS image
-need_deb busybox busybox     # tests only: udhcpc, the real DHCP client of tests/network/test_dhcp.py
+need_deb busybox busybox     # tests only: udhcpc, the real DHCP client of the DHCP tests
 setup_all
 cd "$REPO" || exit 1
 echo ">> ansible-test sanity"

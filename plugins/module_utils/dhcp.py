@@ -143,13 +143,19 @@ def check_against_bridge(dhcp, addresses, nat, bridge):
         if inside:
             raise OptionError(option, "%s contains the bridge's own address %s" % (item, ', '.join(inside)))
     router = dhcp['router']
+    routers = {}        # subnet -> the router its clients get
     if router is not None:
-        if not any(ipaddress.IPv4Address(router) in i.network for i in ifaces):
+        net = next((i.network for i in ifaces if ipaddress.IPv4Address(router) in i.network), None)
+        if net is None:
             raise OptionError('dhcp.router', "%s is not inside the subnet of one of the bridge's addresses (%s)"
                               % (router, ', '.join(str(i) for i in ifaces)))
+        routers[str(net)] = router
     elif nat:
+        # the bridge's address in each subnet; ``router`` shows the first
+        for iface in ifaces:
+            routers.setdefault(str(iface.network), str(iface.ip))
         router = str(ifaces[0].ip)
-    out = dict(dhcp, router=router)
+    out = dict(dhcp, router=router, routers=routers)
     out['addresses'] = [str(i) for i in ifaces]
     out['ipv6_prefixes'] = [str(i.network) for i in (ipaddress.ip_interface(a) for a in addresses)
                             if i.version == 6 and i.network.prefixlen == 64 and not i.ip.is_link_local]
@@ -174,23 +180,29 @@ def render_config(bridge, settings, paths):
         'dhcp-hostsdir=%s' % paths['hosts'],
         'hostsdir=%s' % paths['names'],
     ]
+    # one tag per IPv4 subnet (net0, net1, ...): its ranges set it, its router option follows it
+    nets = []
+    for iface in _ipv4_interfaces(settings['addresses']):
+        if iface.network not in nets:
+            nets.append(iface.network)
     covered = set()
     for item in settings['ranges']:
         start, end = item.split('-')
-        net = next(i.network for i in _ipv4_interfaces(settings['addresses'])
-                   if ipaddress.IPv4Address(start) in i.network)
+        net = next(n for n in nets if ipaddress.IPv4Address(start) in n)
         covered.add(net)
-        lines.append('dhcp-range=%s,%s,%s,%s' % (start, end, net.netmask, settings['lease_time']))
-    for iface in _ipv4_interfaces(settings['addresses']):
-        if iface.network not in covered:
-            covered.add(iface.network)
+        lines.append('dhcp-range=set:net%d,%s,%s,%s,%s' % (nets.index(net), start, end, net.netmask,
+                                                           settings['lease_time']))
+    for index, net in enumerate(nets):
+        if net not in covered:
             # static leases only (ch_vm networks[].address) in a subnet without a range
-            lines.append('dhcp-range=%s,static,%s,%s' % (iface.network.network_address, iface.network.netmask,
-                                                         settings['lease_time']))
-    if settings['router']:
-        lines.append('dhcp-option=option:router,%s' % settings['router'])
-    else:
-        lines.append('dhcp-option=option:router')      # no router option at all
+            lines.append('dhcp-range=set:net%d,%s,static,%s,%s' % (index, net.network_address, net.netmask,
+                                                                  settings['lease_time']))
+    routers = settings.get('routers') or {}
+    for index, net in enumerate(nets):
+        if str(net) in routers:
+            lines.append('dhcp-option=tag:net%d,option:router,%s' % (index, routers[str(net)]))
+        else:
+            lines.append('dhcp-option=tag:net%d,option:router' % index)     # no router option at all
     if settings['dns_servers']:
         lines.append('dhcp-option=option:dns-server,%s' % ','.join(settings['dns_servers']))
     if settings['dns']:

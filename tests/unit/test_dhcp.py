@@ -45,8 +45,10 @@ def test_lease_times(value, normal):
 
 def test_router_defaults_to_the_bridge_with_nat_and_to_none_without():
     assert settings(nat=True)['router'] == '10.77.0.1'
-    assert settings(nat=False)['router'] is None
-    assert settings(nat=False, router='10.77.0.254')['router'] == '10.77.0.254'
+    assert settings(('10.77.0.1/24', '10.78.0.1/24'), nat=True)['routers'] == {'10.77.0.0/24': '10.77.0.1',
+                                                                               '10.78.0.0/24': '10.78.0.1'}
+    assert settings(nat=False)['router'] is None and settings(nat=False)['routers'] == {}
+    assert settings(nat=False, router='10.77.0.254')['routers'] == {'10.77.0.0/24': '10.77.0.254'}
 
 
 def test_config_text():
@@ -56,15 +58,20 @@ def test_config_text():
     lines = conf.splitlines()
     for want in ('interface=br0', 'except-interface=lo', 'bind-dynamic', 'dhcp-leasefile=/s/dhcp/br0.leases',
                  'dhcp-hostsdir=/r/dhcp/br0/hosts', 'hostsdir=/r/dhcp/br0/names',
-                 'dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,12h',
-                 'dhcp-range=10.78.0.0,static,255.255.255.0,12h',       # static leases in the second subnet
-                 'dhcp-option=option:router,10.77.0.1', 'dhcp-option=option:dns-server,192.0.2.53',
+                 'dhcp-range=set:net0,10.77.0.100,10.77.0.199,255.255.255.0,12h',
+                 'dhcp-range=set:net1,10.78.0.0,static,255.255.255.0,12h',      # static leases in the second subnet
+                 # with NAT, each subnet's clients get the bridge's address in it as router
+                 'dhcp-option=tag:net0,option:router,10.77.0.1', 'dhcp-option=tag:net1,option:router,10.78.0.1',
+                 'dhcp-option=option:dns-server,192.0.2.53',
                  'domain=lab.test', 'local=/lab.test/', 'expand-hosts', 'enable-ra',
                  'dhcp-range=::,constructor:br0,ra-only,64,12h'):
         assert want in lines, (want, conf)
     assert 'port=0' not in lines
     quiet = dhcp.render_config('br0', settings(dns=False), PATHS).splitlines()
-    assert 'port=0' in quiet and 'dhcp-option=option:router' in quiet and 'enable-ra' not in quiet
+    assert 'port=0' in quiet and 'dhcp-option=tag:net0,option:router' in quiet and 'enable-ra' not in quiet
+    chosen = dhcp.render_config('br0', settings(('10.77.0.1/24', '10.78.0.1/24'), nat=True, router='10.78.0.254'),
+                                PATHS).splitlines()
+    assert 'dhcp-option=tag:net1,option:router,10.78.0.254' in chosen and 'dhcp-option=tag:net0,option:router' in chosen
 
 
 def test_nic_files_and_changes():
