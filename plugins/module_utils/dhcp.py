@@ -195,8 +195,8 @@ def render_config(bridge, settings, paths):
     for index, net in enumerate(nets):
         if net not in covered:
             # static leases only (ch_vm networks[].address) in a subnet without a range
-            lines.append('dhcp-range=set:net%d,%s,static,%s,%s' % (index, net.network_address, net.netmask,
-                                                                  settings['lease_time']))
+            lines.append('dhcp-range=set:net%d,%s,static,%s,%s'
+                         % (index, net.network_address, net.netmask, settings['lease_time']))
     routers = settings.get('routers') or {}
     for index, net in enumerate(nets):
         if str(net) in routers:

@@ -505,13 +505,13 @@ class NetworkLock(object):
 
 
 def _running_checker():
-    from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import running_pid  # pylint: disable=import-outside-toplevel
+    from ansible_collections.cloudhv.ch.plugins.module_utils.process import running_pid  # pylint: disable=import-outside-toplevel
     return running_pid
 
 
 class NetworkManager(object):
     """Glue between the plan and the host. ``nl`` is a netlink.Netlink, ``nft`` a firewall.Nft,
-    ``layout`` a store.Layout; ``is_running(vm) -> bool`` defaults to vmm.running_pid on the
+    ``layout`` a store.Layout; ``is_running(vm) -> bool`` defaults to process.running_pid on the
     layout's pid file and socket."""
 
     def __init__(self, nl, nft, layout, is_running=None):

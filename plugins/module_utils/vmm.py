@@ -39,14 +39,11 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     VmmError,
     VmmNotReachable,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.process import (  # noqa: F401 (proc_cmdline, process_gone: re-exported)
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import (
     exited,
     log_launch,
     log_tail,
     open_log,
-    proc_cmdline,
-    process_gone,
-    read_pid,
     running_pid,
     send_signal,
     spawn_detached,

@@ -57,7 +57,7 @@ def dns(name, server, proto='udp'):
         return 0
     count = struct.unpack('!H', data[6:8])[0]
     pos = _skip_name(data, 12) + 4
-    for _ in range(count):
+    for _answer in range(count):
         pos = _skip_name(data, pos)
         rtype, _cls, _ttl, length = struct.unpack('!HHIH', data[pos:pos + 10])
         pos += 10
