@@ -24,7 +24,9 @@ description:
     transaction only when they differ from the desired rules.
   - Cleans up after crashes with O(prune_taps) (taps of VMs that no longer exist or are not running).
   - Options that are left out are not managed. For example O(nat) omitted keeps the bridge's NAT as it
-    is, so a later task with only O(prune_taps=true) does not undo the NAT of an earlier one.
+    is, so a later task with only O(prune_taps=true) does not undo the NAT of an earlier one. O(dhcp) is the
+    exception, without it no DHCP server runs on the bridge.
+  - DHCP and DNS for the VMs with O(dhcp), one C(dnsmasq) per bridge.
 author:
   - cloudhv.ch maintainers (@cloudhv)
 options:
