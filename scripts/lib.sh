@@ -15,6 +15,8 @@ ensure_debs() {
   need_deb nft nftables
   need_deb qemu-img qemu-utils
   need_deb ip iproute2
+  # ch_network dhcp: one dnsmasq per bridge (no system service)
+  need_deb dnsmasq dnsmasq-base
   need_deb git git
   need_deb make make
   need_deb /usr/sbin/sshd openssh-server

@@ -8,6 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 need_deb mkfs.xfs xfsprogs   # tests only: the reflink (FICLONE) copy test makes an XFS image
 need_deb as binutils          # tests only: re-assembles the real_ch test guest (tests/support/testguest.S)
+need_deb busybox busybox     # tests only: udhcpc, the real DHCP client of the DHCP tests
 setup_all
 cd "$REPO" || exit 1
 echo ">> ansible-test sanity"

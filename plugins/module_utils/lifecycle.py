@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import dhcp
 from ansible_collections.cloudhv.ch.plugins.module_utils import spec as specmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     ChApiError,
@@ -255,11 +256,15 @@ class VmManager(object):
             'serial_file': (config or {}).get('serial', {}).get('file') if spec.get('serial') == 'file' else None,
             'console_pty': console_pty,
             'log_file': self.layout.log_path(self.name),
-            'networks': [{'id': n['id'], 'tap': n['tap'], 'mac': n['mac'], 'bridge': n['bridge']}
-                         for n in spec.get('networks') or []],
+            'networks': [self._nic_result(n) for n in spec.get('networks') or []],
             'disks': [{'id': d['id'], 'path': d['path'], 'managed': d['path'] in record.get('managed_files', [])}
                       for d in spec.get('disks') or []],
         }
+
+    def _nic_result(self, net):
+        address, source = dhcp.nic_address(self.layout, net)
+        return {'id': net['id'], 'tap': net['tap'], 'mac': net['mac'], 'bridge': net['bridge'],
+                'address': address, 'address_source': source}
 
     @staticmethod
     def public_spec(spec):
@@ -285,6 +290,7 @@ class VmManager(object):
         if state == 'standby' and record is None and not self.clone:
             raise OptionError('state', "standby keeps the state of a running VM; %s does not exist" % self.name)
         spec = self.desired(record)[0]
+        dhcp.check_vm_addresses(self.layout, self.name, spec['networks'])
         # a user tap must exist for a VM that will run (checked again once the state is known)
         self.check_host_inputs(spec, starting=state in ('running', 'paused', 'restarted'))
         return self._locked(lambda: self._converge_present(state))
@@ -344,6 +350,13 @@ class VmManager(object):
         present_taps = [t for t in taps if self.netlink().link(t) is not None] if taps else []
         if present_taps:
             plan.add('remove taps %s' % ', '.join(present_taps), lambda: self._remove_taps(present_taps))
+        networks = (record.get('spec') or {}).get('networks') or []
+        files, leases = dhcp.vm_removal(self.layout, self.name, networks) if networks else ({}, [])
+        if files or leases:
+            plan.add('remove the DHCP host entries and names of the VM on %s%s' % (
+                ', '.join(sorted(set(files) | set(b for b, _l in leases))),
+                ' and release its leases (%s)' % ', '.join(l['ip'] for _b, l in leases) if leases else ''),
+                lambda: (dhcp.apply_vm_changes(self.layout, files), dhcp.release_leases(self.layout, leases)))
         if obs.record is not None:
             plan.add('remove the record', lambda: self._remove_record(record, purge))
         if purge and os.path.isdir(self.vm_dir):
@@ -457,8 +470,15 @@ class VmManager(object):
         else:
             left = read_json(self.managed_list_path()) or {}
             record = {'managed_files': [p for p in left.get('managed_files', []) if os.path.exists(p)]}
-        # 1. files: managed disks and the cloud-init image
+        # 1. files: managed disks and the cloud-init image; the NICs' entries in the DHCP server
+        # of their bridges (before a start, so the guest's first request finds them)
         self.plan_files(spec, cloud, record, plan)
+        old_networks = ((obs.record or {}).get('spec') or {}).get('networks') or []
+        hosts = dhcp.vm_nic_changes(self.layout, self.name, spec['networks'], old_networks) \
+            if spec['networks'] or old_networks else {}
+        if hosts:
+            plan.add('DHCP host entries (static leases and names) on %s' % ', '.join(sorted(hosts)),
+                     lambda: dhcp.apply_vm_changes(self.layout, hosts))
         # 2. the record
         new_record = dict(record, spec=spec, config=config, binary=self.params['binary'])
         # the launcher is kept only when it is not the default, so records of earlier releases

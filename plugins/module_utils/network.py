@@ -30,6 +30,7 @@ import ipaddress
 import os
 import time
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import dhcp
 from ansible_collections.cloudhv.ch.plugins.module_utils import firewall as fw
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     BusyError,
@@ -39,6 +40,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import (
     check_ifname,
     check_netns,
+    in_netns,
     is_collection_tap,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import ensure_dir, record_taps
@@ -171,6 +173,11 @@ def desired_from_params(params):
         check_ifname(uplink, 'uplink')
         if uplink == name:
             raise OptionError('uplink', "the uplink cannot be the bridge itself")
+    dhcp_settings = dhcp.normalize_dhcp(params.get('dhcp'))
+    if dhcp_settings is not None and addresses is not None and state == 'present':
+        # checked again in plan() against the addresses the bridge will have; here already, so that
+        # bad input fails before the run even takes its lock
+        dhcp.check_against_bridge(dhcp_settings, addresses, bool(params.get('nat')), name)
     return {
         'name': name,
         'state': state,
@@ -181,6 +188,7 @@ def desired_from_params(params):
         'uplink': uplink,
         'isolation': params.get('isolation'),
         'egress': normalize_egress(params.get('egress')),
+        'dhcp': dhcp_settings,
         'prune_taps': bool(params.get('prune_taps')),
         'force': bool(params.get('force')),
     }
@@ -244,7 +252,19 @@ def in_use(bridge, ports, owners, running):
 # ---------------------------------------------------------------------------------------------
 # the plan
 
-def _view(state, addresses, mtu, fw_settings, taps):
+DHCP_VIEW_KEYS = ('ranges', 'lease_time', 'dns', 'domain', 'router', 'dns_servers')
+
+
+def dhcp_view(settings, running):
+    """The DHCP server as the diff shows it: its settings and whether it runs (None: no server)."""
+    if not settings:
+        return None
+    view = dict((key, settings.get(key)) for key in DHCP_VIEW_KEYS)
+    view['running'] = bool(running)
+    return view
+
+
+def _view(state, addresses, mtu, fw_settings, taps, dhcp_settings=None, dhcp_running=False):
     nat = bool(fw_settings.get('nat'))
     return {
         'state': state,
@@ -255,6 +275,7 @@ def _view(state, addresses, mtu, fw_settings, taps):
         'isolation': bool(fw_settings.get('isolation')),
         'egress': fw_settings.get('egress') or {'default': 'accept', 'allow': []},
         'taps': sorted(taps),
+        'dhcp': dhcp_view(dhcp_settings, dhcp_running),
     }
 
 
@@ -266,7 +287,8 @@ def view_of(desired, actual):
     return _view('present' if link else 'absent',
                  visible_addresses(actual.get('addresses') or [], desired['addresses']) if link else [],
                  link['mtu'] if link else None, actual['fw'],
-                 [p['name'] for p in actual.get('ports') or [] if p.get('kind') == 'tun'])
+                 [p['name'] for p in actual.get('ports') or [] if p.get('kind') == 'tun'],
+                 (actual.get('dhcp') or {}).get('settings'), (actual.get('dhcp') or {}).get('pid') is not None)
 
 
 def _resolve_uplink(desired, actual, nat_before):
@@ -320,6 +342,7 @@ def plan(desired, actual):
     forwarding = actual.get('forwarding') or {}
     other_uplinks = actual.get('other_uplinks') or {}
 
+    dhcp_now = actual.get('dhcp') or {}
     if desired['state'] == 'absent':
         busy = [b for b in in_use(name, actual.get('ports') or [], actual.get('owners') or {},
                                   actual.get('running') or {}) if b[0] not in pruned]
@@ -327,6 +350,8 @@ def plan(desired, actual):
             raise HostError("bridge %s is in use: %s; stop those VMs first or set force: true" % (
                 name, ', '.join('tap %s (%s)' % (tap, 'VM %s' % vm if vm else 'held open by a process')
                                 for tap, vm in busy)), busy_taps=[tap for tap, _vm in busy])
+        if dhcp_now.get('exists'):
+            steps.append(('dhcp_remove', name))
         if link is not None:
             steps.append(('delete_bridge', name))
         steps.extend(_restore_uplink(fw_before, None, other_uplinks, forwarding))
@@ -392,8 +417,38 @@ def plan(desired, actual):
     if commands:
         steps.append(('nft', commands))
     steps.extend(enable)
-    after = _view('present', addresses_after, mtu_after, settings, taps_after)
+    dhcp_settings = plan_dhcp(desired, dhcp_now, addresses_after, nat_after, steps)
+    after = _view('present', addresses_after, mtu_after, settings, taps_after, dhcp_settings, dhcp_settings is not None)
     return _finish(steps, before, after, pruned, chains)
+
+
+def plan_dhcp(desired, now, addresses_after, nat_after, steps):
+    """The DHCP server's steps (appended to ``steps``, after the bridge has its addresses and
+    rules) and its settings after them (None: no server).
+
+    now (see NetworkManager.gather): exists (any file of a server), config (the configuration
+    file's text), settings, pid (the live server's, or None), files and wanted (the VMs' hosts
+    files as they are and as the records want them), paths. The server restarts only when its
+    configuration changes; the VMs' files are re-read by dnsmasq without a restart."""
+    name = desired['name']
+    if desired['dhcp'] is None:
+        if now.get('exists'):
+            steps.append(('dhcp_remove', name))
+        return None
+    settings = dhcp.check_against_bridge(desired['dhcp'], addresses_after, nat_after, name)
+    config = dhcp.render_config(name, settings, now['paths'])
+    running = now.get('pid') is not None
+    config_changed = now.get('config') != config or now.get('settings') != settings
+    if config_changed and running:
+        steps.append(('dhcp_stop', name))
+    if config_changed:
+        steps.append(('dhcp_write', name, config, settings))
+    files = dhcp.nic_changes(now.get('files') or {}, now.get('wanted') or {})
+    if files:
+        steps.append(('dhcp_hosts', name, files))
+    if config_changed or not running:
+        steps.append(('dhcp_start', name))
+    return settings
 
 
 def _restore_uplink(fw_before, uplink_after, other_uplinks, forwarding):
@@ -450,13 +505,13 @@ class NetworkLock(object):
 
 
 def _running_checker():
-    from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import running_pid  # pylint: disable=import-outside-toplevel
+    from ansible_collections.cloudhv.ch.plugins.module_utils.process import running_pid  # pylint: disable=import-outside-toplevel
     return running_pid
 
 
 class NetworkManager(object):
     """Glue between the plan and the host. ``nl`` is a netlink.Netlink, ``nft`` a firewall.Nft,
-    ``layout`` a store.Layout; ``is_running(vm) -> bool`` defaults to vmm.running_pid on the
+    ``layout`` a store.Layout; ``is_running(vm) -> bool`` defaults to process.running_pid on the
     layout's pid file and socket."""
 
     def __init__(self, nl, nft, layout, is_running=None):
@@ -464,6 +519,7 @@ class NetworkManager(object):
         self.nft = nft
         self.layout = layout
         self._is_running = is_running
+        self._dnsmasq = None
 
     def is_running(self, vm):
         if self._is_running is not None:
@@ -506,6 +562,7 @@ class NetworkManager(object):
         for ifname in interesting:
             if ifname and ifname in by_name:
                 actual['forwarding'][ifname] = self.nl.get_forwarding(ifname)
+        actual['dhcp'] = self.gather_dhcp(desired)
         if desired['prune_taps'] or desired['state'] == 'absent':
             for vm in self.layout.list_vms():
                 for tap in record_taps(self.layout.read_record(vm)):
@@ -513,6 +570,35 @@ class NetworkManager(object):
             for vm in sorted(set(actual['owners'].values())):
                 actual['running'][vm] = bool(self.is_running(vm))
         return actual
+
+    def dnsmasq(self, name):
+        if self._dnsmasq is None:
+            self._dnsmasq = dhcp.Dnsmasq(self.layout, name)
+        return self._dnsmasq
+
+    def gather_dhcp(self, desired):
+        """The bridge's DHCP server: its files, whether it runs, and the VMs' hosts files the
+        records ask for (see plan_dhcp)."""
+        server = self.dnsmasq(desired['name'])
+        paths = server.paths
+        if desired['dhcp'] is not None and desired['state'] == 'present' and server.binary is None:
+            server.binary = dhcp.find_dnsmasq()     # MissingDependency before anything changes
+        pid = server.pid()
+        now = {
+            'paths': paths.as_dict(),
+            'pid': pid,
+            'pid_file': os.path.exists(paths.pid),
+            'config': server.config(),
+            'settings': dhcp.read_settings(self.layout, desired['name']),
+            'files': dhcp.read_nic_files(paths),
+            'wanted': {},
+        }
+        now['exists'] = pid is not None or any(os.path.exists(p) for p in (paths.dir, paths.leases, paths.log))
+        if desired['dhcp'] is not None and desired['state'] == 'present':
+            for vm in self.layout.list_vms():
+                networks = ((self.layout.read_record(vm) or {}).get('spec') or {}).get('networks')
+                now['wanted'].update(dhcp.nic_files(vm, networks, desired['name']))
+        return now
 
     def execute(self, steps):
         for step in steps:
@@ -533,17 +619,33 @@ class NetworkManager(object):
                 self.nl.set_forwarding(step[1], step[2])
             elif op == 'nft':
                 self.nft.apply(step[1])
+            elif op == 'dhcp_stop':
+                self.dnsmasq(step[1]).stop()
+            elif op == 'dhcp_write':
+                self.dnsmasq(step[1]).write(step[2], step[3])
+            elif op == 'dhcp_hosts':
+                dhcp.write_nic_files(self.dnsmasq(step[1]).paths, step[2])
+            elif op == 'dhcp_start':
+                with in_netns(self.nl.netns):   # dnsmasq is started inside the bridge's namespace
+                    self.dnsmasq(step[1]).start()
+            elif op == 'dhcp_remove':
+                self.dnsmasq(step[1]).remove()
             else:   # pragma: no cover
                 raise ValueError("unknown step %r" % (op,))
 
-    def describe(self, desired, view, pruned):
-        """The ``network`` result from a before/after view."""
+    def describe(self, desired, view, pruned, starts_dhcp=False):
+        """The ``network`` result from a before/after view. ``starts_dhcp``: check mode, and the
+        run would (re)start the DHCP server (so there is no pid to show yet)."""
         name = desired['name']
         link = self.nl.link(name) if view['state'] == 'present' else None
         result = dict(view)
         result['name'] = name
         result['ifindex'] = link['ifindex'] if link else None
         result['pruned'] = list(pruned)
+        if view.get('dhcp'):
+            server = self.dnsmasq(name)
+            result['dhcp'] = dict(view['dhcp'], pid=None if starts_dhcp else server.pid(),
+                                  leases=dhcp.read_leases(server.paths.leases))
         return result
 
     def run(self, desired, check_mode=False):
@@ -565,8 +667,14 @@ class NetworkManager(object):
             self.execute(the_plan['steps'])
             # read back what the host has now, exactly as the next run will see it
             view = view_of(desired, self.gather(dict(desired, prune_taps=False, state='present')))
-        network = self.describe(desired, view, the_plan['pruned'])
+        starts = any(step[0] == 'dhcp_start' for step in the_plan['steps'])
+        network = self.describe(desired, view, the_plan['pruned'], starts_dhcp=check_mode and starts)
         diff = {'before': dict(the_plan['before']), 'after': dict(the_plan['after'])}
         if the_plan['pruned']:
             diff['after']['pruned'] = list(the_plan['pruned'])
-        return {'changed': the_plan['changed'], 'network': network, 'diff': diff}
+        result = {'changed': the_plan['changed'], 'network': network, 'diff': diff}
+        now = actual.get('dhcp') or {}
+        if starts and now.get('settings') and now.get('pid') is None and now.get('pid_file'):
+            result['warnings'] = ["the dnsmasq of bridge %s was not running (it died or was killed); %s"
+                                  % (desired['name'], 'it would be started again' if check_mode else 'started it again')]
+        return result

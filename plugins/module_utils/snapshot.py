@@ -675,6 +675,8 @@ class Clone(object):
                                   "attach the source to a bridge instead" % (index, self.source, net['user_tap']))
             net['mac'] = specmod.mac_address(mgr.host, mgr.name, index)
             net['tap'] = specmod.tap_name(mgr.host, mgr.name, index)
+            # the source's static DHCP address is its own: the clone's NIC gets a dynamic lease
+            net.pop('address', None)
         if spec.get('vsock'):
             spec['vsock'] = {'cid': self._free_cid(), 'socket': os.path.join(mgr.vm_dir, 'vsock.sock')}
         if (spec.get('platform') or {}).get('uuid'):

@@ -254,6 +254,14 @@ def normalize_networks(networks, vm_name, host, recorded=None):
                     ipaddress.ip_address(value)
                 except ValueError:
                     raise OptionError('%s.%s' % (opt, key), "%r is not an IP address" % value)
+        address = net.get('address')
+        if address is not None:
+            if not bridge:
+                raise OptionError('%s.address' % opt, "is the guest's address on a bridge with DHCP: set bridge, not tap")
+            try:
+                address = str(ipaddress.IPv4Address(str(address).strip()))
+            except ValueError:
+                raise OptionError('%s.address' % opt, "%r is not an IPv4 address" % (address,))
         _check_int(net.get('mtu'), '%s.mtu' % opt, minimum=68, maximum=65535)
         net_id = net.get('id') or 'net%d' % index
         if net_id in ids:
@@ -264,10 +272,13 @@ def normalize_networks(networks, vm_name, host, recorded=None):
             tap_if = tap_if or tap_name(host, vm_name, index)
         else:
             tap_if = tap
-        out.append({'bridge': bridge, 'user_tap': tap, 'tap': tap_if, 'managed_tap': bool(bridge),
-                    'mac': mac, 'ip': ip, 'mask': mask, 'mtu': net.get('mtu'),
-                    'num_queues': num_queues, 'id': net_id,
-                    'rate_limit': _rate_limiter(net.get('rate_limit'), '%s.rate_limit' % opt, 'pps')})
+        entry = {'bridge': bridge, 'user_tap': tap, 'tap': tap_if, 'managed_tap': bool(bridge),
+                 'mac': mac, 'ip': ip, 'mask': mask, 'mtu': net.get('mtu'),
+                 'num_queues': num_queues, 'id': net_id,
+                 'rate_limit': _rate_limiter(net.get('rate_limit'), '%s.rate_limit' % opt, 'pps')}
+        if address:
+            entry['address'] = address      # only when set: records without it stay as they were
+        out.append(entry)
     return out
 
 

@@ -15,7 +15,8 @@
   appends to the same log and has the same umask, the pid file holds its MainPID, and the wait for
   ``vmm.ping`` is the same. ``auto`` and ``direct`` launch directly.
 * liveness survives PID reuse: the pid file only counts when /proc/<pid>/cmdline names both the
-  binary and the socket.
+  binary and the socket (process.py holds the pid-file and liveness helpers, shared with the
+  per-bridge dnsmasq of dhcp.py).
 * stop ladder, always ending with socket and pid file removed: ACPI power button -> wait up to
   ``timeout`` -> vm.shutdown + vmm.shutdown -> SIGTERM -> SIGKILL. ``force`` starts at SIGTERM.
 No Ansible imports here.
@@ -25,7 +26,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
 import os
 import shutil
 import signal
@@ -39,93 +39,21 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     VmmError,
     VmmNotReachable,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import (
+    exited,
+    log_launch,
+    log_tail,
+    open_log,
+    running_pid,
+    send_signal,
+    spawn_detached,
+    unlink_quiet as _unlink,
+    write_pid as _write_pid,
+)
 
 POLL = 0.005          # launch wait: poll period (s)
 STOP_POLL = 0.02      # stop ladder: poll period (s)
-LOG_TAIL = 20         # lines of the CH log shown when a launch fails
 VMM_UMASK = 0o177     # files and sockets the VMM creates: 0600
-
-
-def read_pid(pid_file):
-    try:
-        with open(pid_file) as handle:
-            text = handle.read().strip()
-    except (IOError, OSError):
-        return None
-    try:
-        pid = int(text)
-    except ValueError:
-        return None
-    return pid if pid > 0 else None
-
-
-def _task_dead(path):
-    """A /proc/.../stat file says zombie or dead (the state letter follows the parenthesised
-    command name), or cannot be read."""
-    try:
-        with open(path) as handle:
-            stat = handle.read()
-    except (IOError, OSError):
-        return True
-    try:
-        return stat[stat.rindex(')') + 2] in 'ZX'
-    except (ValueError, IndexError):
-        return True
-
-
-def proc_cmdline(pid):
-    """argv of a live (non-zombie) process, or None."""
-    if _task_dead('/proc/%d/stat' % pid):
-        return None
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            raw = handle.read()
-    except (IOError, OSError):
-        return None
-    if not raw:
-        return None
-    return [a.decode('utf-8', 'replace') for a in raw.rstrip(b'\0').split(b'\0')]
-
-
-def process_gone(pid):
-    """No such process, or only its zombie is left (its files are closed by then).
-
-    A multi-threaded process (CH is one) whose main thread has exited shows as a zombie while its
-    other threads are still exiting, and they hold its files (the API socket) until the last one
-    is gone: every thread must be dead, not only the main one."""
-    if not _task_dead('/proc/%d/stat' % pid):
-        return False
-    try:
-        tasks = os.listdir('/proc/%d/task' % pid)
-    except OSError:
-        return True
-    return all(_task_dead('/proc/%d/task/%s/stat' % (pid, tid)) for tid in tasks)
-
-
-def cmdline_matches(argv, socket_path, binary=None):
-    """Does this argv belong to a VMM for ``socket_path`` (and ``binary``, when given)?
-
-    Interpreted stand-ins (a script with a shebang) show up as ``<interpreter> <script> ...``,
-    so the binary may be argv[0] or argv[1]."""
-    if not argv:
-        return False
-    if not any(a == socket_path or a.endswith('=' + socket_path) or
-               ('path=%s' % socket_path) in a.split(',') for a in argv):
-        return False
-    if binary is None:
-        return True
-    want = os.path.realpath(binary)
-    return any(os.path.realpath(a) == want for a in argv[:2])
-
-
-def running_pid(pid_file, socket_path, binary=None):
-    """The pid of the live VMM recorded in ``pid_file``, or None (dead, zombie, or PID reused)."""
-    pid = read_pid(pid_file)
-    if pid is None:
-        return None
-    if cmdline_matches(proc_cmdline(pid), socket_path, binary):
-        return pid
-    return None
 
 
 def socket_accepts(path):
@@ -139,26 +67,6 @@ def socket_accepts(path):
         return False
     finally:
         sock.close()
-
-
-def log_tail(path, offset=0, lines=LOG_TAIL):
-    try:
-        with open(path, 'rb') as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except (IOError, OSError):
-        return ''
-    return '\n'.join(data.decode('utf-8', 'replace').splitlines()[-lines:])
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-        return True
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-        return False
 
 
 class Vmm(object):
@@ -192,15 +100,7 @@ class Vmm(object):
     def _exited(self, pid):
         """True once the process is gone or a zombie. An exiting process loses its cmdline before
         it closes its files (the API socket), so an empty cmdline does not count as exited."""
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is not None
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return True
-        except ChildProcessError:
-            pass
-        return process_gone(pid)
+        return exited(pid, self._proc)
 
     def _wait_exit(self, pid, timeout):
         deadline = time.monotonic() + timeout
@@ -251,34 +151,14 @@ class Vmm(object):
             return self._launch_systemd(systemd_run, argv, env, start_timeout)
         return self._launch_direct(argv, env, start_timeout)
 
-    def _log_launch(self, argv, log_fd):
-        """Mark the launch in the log; return the offset the VMM's own output starts at."""
-        os.lseek(log_fd, 0, os.SEEK_END)
-        os.write(log_fd, ('--- cloudhv.ch: launching %s at %s ---\n'
-                          % (' '.join(argv), time.strftime('%Y-%m-%dT%H:%M:%S'))).encode())
-        return os.lseek(log_fd, 0, os.SEEK_END)
-
-    def _open_log(self):
-        return os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-
     def _launch_direct(self, argv, env, start_timeout):
         """A detached child: new session, stdin /dev/null, stdout and stderr to the log."""
-        log_fd = self._open_log()
+        # CH leaves the modes of what it creates to its umask: API, console and vsock
+        # sockets, serial log files, snapshot files (guest memory). Owner only, always.
         try:
-            offset = self._log_launch(argv, log_fd)
-            # CH leaves the modes of what it creates to its umask: API, console and vsock
-            # sockets, serial log files, snapshot files (guest memory). Owner only, always.
-            old_umask = os.umask(VMM_UMASK)
-            try:
-                self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
-                    start_new_session=True, cwd='/', env=env)
-            except OSError as exc:
-                raise VmmError("cannot start %s: %s" % (self.binary, exc))
-            finally:
-                os.umask(old_umask)
-        finally:
-            os.close(log_fd)
+            self._proc, offset = spawn_detached(argv, self.log_file, VMM_UMASK, env)
+        except OSError as exc:
+            raise VmmError("cannot start %s: %s" % (self.binary, exc))
         proc = self._proc
         _write_pid(self.pid_file, proc.pid)
 
@@ -292,9 +172,9 @@ class Vmm(object):
         unit = self.unit_name()
         self._proc = None
         self._systemctl('reset-failed', unit)       # a failed unit of that name blocks systemd-run
-        log_fd = self._open_log()
+        log_fd = open_log(self.log_file)
         try:
-            offset = self._log_launch(argv, log_fd)
+            offset = log_launch(argv, log_fd)
         finally:
             os.close(log_fd)
         cmd = [systemd_run, '--unit=%s' % unit, '--collect', '--quiet', '--no-ask-password',
@@ -379,11 +259,7 @@ class Vmm(object):
 
     # -- stop -------------------------------------------------------------------------------
     def _signal(self, pid, sig):
-        try:
-            os.kill(pid, sig)
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                raise
+        send_signal(pid, sig)
 
     @staticmethod
     def _try(call):
@@ -474,11 +350,3 @@ def _run(cmd, timeout=60):
     except (OSError, subprocess.SubprocessError) as exc:
         return -1, '', str(exc)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def _write_pid(path, pid):
-    tmp = '%s.tmp.%d' % (path, os.getpid())
-    with open(tmp, 'w') as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write('%d\n' % pid)
-    os.rename(tmp, path)

@@ -24,7 +24,9 @@ description:
     transaction only when they differ from the desired rules.
   - Cleans up after crashes with O(prune_taps) (taps of VMs that no longer exist or are not running).
   - Options that are left out are not managed. For example O(nat) omitted keeps the bridge's NAT as it
-    is, so a later task with only O(prune_taps=true) does not undo the NAT of an earlier one.
+    is, so a later task with only O(prune_taps=true) does not undo the NAT of an earlier one. O(dhcp) is the
+    exception, without it no DHCP server runs on the bridge.
+  - DHCP and DNS for the VMs with O(dhcp), one C(dnsmasq) per bridge.
 author:
   - cloudhv.ch maintainers (@cloudhv)
 options:
@@ -119,6 +121,62 @@ options:
             type: list
             elements: raw
             default: []
+  dhcp:
+    description:
+      - DHCP and DNS for the VMs on the bridge, served by one C(dnsmasq) per bridge (from Debian's C(dnsmasq-base),
+        no system service). It binds to this bridge only, ignores C(/etc/dnsmasq.conf), keeps running after the
+        Ansible run, and is restarted only when its configuration changes. A dead server is reported and started
+        again.
+      - Each NIC of a VM on the bridge gets a static lease for its MAC with the VM's name as host name, at
+        C(networks[].address) of M(cloudhv.ch.ch_vm) when set, else a dynamic lease from O(dhcp.ranges). Those
+        entries are files dnsmasq re-reads without a restart; M(cloudhv.ch.ch_vm) writes and removes them, and
+        every ch_network run rebuilds them from the VMs' records.
+      - When the bridge has an IPv6 /64, dnsmasq also sends router advertisements for SLAAC.
+      - Unlike the other options, leaving O(dhcp) out does not keep what is there; without O(dhcp) no server runs,
+        so removing it from a task stops the server and removes its files (leases included). O(state=absent) does the same.
+      - With O(isolation) or O(egress), DHCP and DNS still reach the server, because they are traffic to the host
+        itself, which the collection's forward chains do not filter.
+      - Files are C(<run_dir>/dhcp/<bridge>/) (configuration, pid file, VMs' hosts files) and
+        C(<state_dir>/dhcp/<bridge>.leases) and C(.log), so leases survive a restart. Bridges that share a
+        O(run_dir) need distinct names, also across network namespaces.
+    type: dict
+    suboptions:
+      ranges:
+        description:
+          - IPv4 ranges C(start-end) dynamic leases come from, for example V(10.77.0.100-10.77.0.199). Each lies inside
+            the subnet of one of the bridge's IPv4 addresses and does not contain the bridge's own address.
+          - V([]) gives static leases only (to the NICs with an address).
+        type: list
+        elements: str
+        default: []
+      lease_time:
+        description:
+          - Lease time, in seconds or with a unit (V(30m), V(12h), V(7d), V(1w)), or V(infinite). At least two minutes.
+        type: str
+        default: 1h
+      dns:
+        description:
+          - Answer DNS on the bridge's addresses with the VMs' names (their static addresses and the host names of
+            their leases), and forward every other query to the resolvers of the host (its C(/etc/resolv.conf)).
+          - V(false) turns DNS off in the server.
+        type: bool
+        default: true
+      domain:
+        description:
+          - DNS domain of the VMs. Without it, VMs answer to their bare names; with it, to C(<vm>.<domain>) (and their
+            bare names). Queries in the domain are never forwarded.
+        type: str
+      router:
+        description:
+          - The default gateway handed to clients. Defaults to the bridge's (first) IPv4 address when O(nat) is on,
+            and to none otherwise.
+        type: str
+      dns_servers:
+        description:
+          - DNS servers handed to clients instead of the bridge's own address.
+        type: list
+        elements: str
+        default: []
   prune_taps:
     description:
       - Remove the collection's taps (named C(chv) and 12 hex digits) that belong to no VM recorded in
@@ -155,6 +213,7 @@ requirements:
   - pyroute2 (Python library) on the target
   - nft (nftables command-line tool) on the target, for O(nat), O(isolation) and O(egress)
   - ip (iproute2) on the target when O(netns) is set
+  - dnsmasq on the target for O(dhcp) (Debian package C(dnsmasq-base); the C(cloudhv.ch.install) role installs it)
 notes:
   - Runs as root (CAP_NET_ADMIN).
   - One ch_network run at a time per host holds C(<run_dir>/.network.lock).
@@ -196,6 +255,16 @@ EXAMPLES = r'''
           ports: [53]
         - dest: 0.0.0.0/0
           proto: icmp
+
+- name: A NATed bridge whose VMs get their addresses and names from DHCP (web1.lab.internal resolves)
+  cloudhv.ch.ch_network:
+    name: chbr1
+    addresses: [10.79.0.1/24, fd00:79::1/64]
+    nat: true
+    dhcp:
+      ranges: [10.79.0.100-10.79.0.199]
+      lease_time: 12h
+      domain: lab.internal
 
 - name: Clean up taps left behind by crashed or deleted VMs
   cloudhv.ch.ch_network:
@@ -271,6 +340,35 @@ network:
       type: dict
       returned: always
       sample: {default: drop, allow: [{dest: 10.20.0.0/16, proto: tcp, ports: [80, 443]}]}
+    dhcp:
+      description:
+        - The bridge's DHCP server, V(null) without one. Its settings (O(dhcp) with the defaults filled in), whether it
+          runs, its pid and the current leases read from its lease file.
+      type: dict
+      returned: always
+      sample:
+        ranges: [10.79.0.100-10.79.0.199]
+        lease_time: 12h
+        dns: true
+        domain: lab.internal
+        router: 10.79.0.1
+        dns_servers: []
+        running: true
+        pid: 4242
+        leases: [{mac: "02:5e:11:0a:3c:01", ip: 10.79.0.10, hostname: web1, expiry: 1764892800}]
+      contains:
+        pid:
+          description: Process id of the dnsmasq, V(null) when it does not run (in check mode, when it would be started).
+          type: int
+        running:
+          description: Whether the server runs (after the run).
+          type: bool
+        leases:
+          description:
+            - The IPv4 leases in the lease file, with C(mac), C(ip), C(hostname) (V(null) when the client gave none)
+              and C(expiry) (seconds since the epoch, 0 for an infinite lease).
+          type: list
+          elements: dict
     pruned:
       description: Taps removed by O(prune_taps) (in check mode, that would be removed).
       type: list
@@ -316,6 +414,14 @@ def main():
                     proto=dict(type='str', choices=['tcp', 'udp', 'icmp']),
                     ports=dict(type='list', elements='raw', default=[]),
                 )),
+            )),
+            dhcp=dict(type='dict', options=dict(
+                ranges=dict(type='list', elements='str', default=[]),
+                lease_time=dict(type='str', default='1h'),
+                dns=dict(type='bool', default=True),
+                domain=dict(type='str'),
+                router=dict(type='str'),
+                dns_servers=dict(type='list', elements='str', default=[]),
             )),
             prune_taps=dict(type='bool', default=False),
             force=dict(type='bool', default=False),

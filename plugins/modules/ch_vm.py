@@ -227,6 +227,17 @@ options:
         description:
           - Guest MAC address. Default a locally administered MAC derived from the host, the VM name and the index, stored in the record.
         type: str
+      address:
+        description:
+          - The guest's IPv4 address on O(networks[].bridge), handed out by the bridge's DHCP server (the O(cloudhv.ch.ch_network#module:dhcp)
+            option of M(cloudhv.ch.ch_network)) as a static lease for this NIC's MAC, with the VM's name as host name and DNS name.
+            A stock cloud image needs no network configuration for it.
+          - It must lie in the bridge's subnet and not be the bridge's own address, and no other VM may claim it. The bridge's DHCP
+            server must have been set up first.
+          - Without it, a NIC on a bridge with DHCP gets a dynamic lease from the bridge's ranges; its host name is the VM's
+            name and becomes a DNS name too.
+          - O(state=absent) removes the NIC's lease entries and names.
+        type: str
       ip:
         description: IP address CH gives the tap (host side).
         type: str
@@ -543,11 +554,14 @@ vm:
       returned: when the VM exists
       sample: /var/lib/cloudhv/vms/web1/ch.log
     networks:
-      description: NICs with their id, tap, MAC and bridge.
+      description:
+        - NICs with their id, tap, MAC and bridge, and C(address), the guest's IPv4 address on the bridge with C(address_source)
+          V(static) (O(networks[].address)) or V(lease) (a dynamic lease in the bridge's DHCP lease file); both V(null) when
+          neither is known.
       type: list
       elements: dict
       returned: when the VM exists
-      sample: [{id: net0, tap: chv1a2b3c4d5e6f, mac: '02:5e:11:22:33:44', bridge: br-vms}]
+      sample: [{id: net0, tap: chv1a2b3c4d5e6f, mac: '02:5e:11:22:33:44', bridge: br-vms, address: 10.77.0.10, address_source: static}]
     disks:
       description: Disks with their id, path and whether the module created (manages) the file.
       type: list
@@ -624,6 +638,7 @@ def argument_spec():
             bridge=dict(type='str'),
             tap=dict(type='str'),
             mac=dict(type='str'),
+            address=dict(type='str'),
             ip=dict(type='str'),
             mask=dict(type='str'),
             mtu=dict(type='int'),

@@ -102,10 +102,13 @@ vms:
       description: Guest RAM in bytes as CH reports it, when running.
       type: int
     networks:
-      description: NICs with id, tap, MAC and bridge.
+      description:
+        - NICs with id, tap, MAC and bridge, and C(address), the guest's IPv4 address on the bridge with C(address_source)
+          V(static) (C(networks[].address) of M(cloudhv.ch.ch_vm)) or V(lease) (a dynamic lease in the lease file of the
+          bridge's DHCP server); both V(null) when neither is known.
       type: list
       elements: dict
-      sample: [{id: net0, tap: chv1a2b3c4d5e6f, mac: '02:5e:11:22:33:44', bridge: br-vms}]
+      sample: [{id: net0, tap: chv1a2b3c4d5e6f, mac: '02:5e:11:22:33:44', bridge: br-vms, address: 10.77.0.10, address_source: static}]
     disks:
       description: Disks with id, path and whether the module manages the file.
       type: list

@@ -8,7 +8,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, 'tests', 'simulator'))
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm, proc_cmdline  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline  # noqa: E402
 
 
 # stand-ins for a CH binary that misbehaves (shell bodies)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline, process_gone, running_pid
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline, process_gone, running_pid
 
 from tests.engine.conftest import EXITS_AT_ONCE
 from tests.support.sim import sim_env

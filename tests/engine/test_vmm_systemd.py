@@ -9,7 +9,8 @@ import time
 import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm, proc_cmdline, unit_name
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm, unit_name
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
 
 from tests.engine.conftest import EXITS_AT_ONCE
 from tests.support.fake_systemd import FakeSystemd

@@ -12,7 +12,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, 'tests', 'simulator'))
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline  # noqa: E402
 from tests.support.ansible import run_adhoc, run_playbook  # noqa: E402
 from tests.support.sim import stand_in_payloads  # noqa: E402
 

@@ -12,7 +12,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snap
 from ansible_collections.cloudhv.ch.plugins.module_utils import store
 from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
 
 
 def vm_args(hv, name='web1', **extra):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
 
 
 def vm_args(hv, **extra):

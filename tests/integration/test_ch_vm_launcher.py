@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
 
 from tests.support.ansible import BIN
 from tests.support.fake_systemd import FakeSystemd

@@ -34,6 +34,7 @@ COMMAND_PACKAGES = {
     'qemu-img': {'dpkg': 'qemu-utils', 'rpm': 'qemu-img'},
     'nft': {'dpkg': 'nftables', 'rpm': 'nftables'},
     'ip': {'dpkg': 'iproute2', 'rpm': 'iproute'},
+    'dnsmasq': {'dpkg': 'dnsmasq-base', 'rpm': 'dnsmasq'},
 }
 # Provided by the collection's install role or the user, never by a distribution package; and
 # systemd's own tools, used only with launcher=systemd / autostart, which need a host booted with

@@ -14,6 +14,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.firewall import Nft
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
 from ansible_collections.cloudhv.ch.plugins.module_utils.network import NetworkManager, desired_from_params
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
+from tests.support.netns import remove_netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NETTOOL = os.path.join(HERE, 'nettool.py')
@@ -117,13 +118,68 @@ class Namespaces(object):
                 if stream:
                     stream.close()
         for name in self.names:
-            subprocess.run(['ip', 'netns', 'del', name], capture_output=True, timeout=20, check=False)
+            # what still runs in the namespace (a dnsmasq the test's engine started) goes with it
+            remove_netns(name)
 
 
 def connect(ns, host, port, timeout=CONNECT_TIMEOUT):
     """TCP connect from ``ns``: the peer address the server saw, or None when it failed."""
     proc = sh(sys.executable, NETTOOL, 'connect', host, port, timeout, ns=ns, check=False, timeout=timeout + 10)
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def resolve(ns, name, server, proto='udp'):
+    """A records of ``name`` asked from ``server`` (port 53) inside ``ns``: a sorted list of
+    addresses, or the rcode's name ('NXDOMAIN', 'REFUSED'), or None when nothing answered."""
+    proc = sh(sys.executable, NETTOOL, 'dns', name, server, proto, ns=ns, check=False, timeout=15)
+    if proc.returncode != 0:
+        return None
+    lines = proc.stdout.split()
+    return lines[0] if lines and not lines[0][0].isdigit() else sorted(lines)
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# udhcpc calls this with the event; 'bound' carries the lease in the environment
+if [ "$1" = bound ]; then
+  printf 'ip=%s\\nmask=%s\\nrouter=%s\\ndns=%s\\ndomain=%s\\nhostname=%s\\nlease=%s\\n' \\
+    "$ip" "$mask" "$router" "$dns" "$domain" "$hostname" "$lease" > "$UDHCPC_OUT"
+fi
+exit 0
+"""
+
+
+class DhcpClient(object):
+    """A namespace attached to ``bridge`` (in ``host``) through a veth pair, whose eth0 has ``mac``:
+    the stand-in for a VM's NIC. :meth:`lease` runs busybox udhcpc (a real DHCP client) once."""
+
+    def __init__(self, spaces, host, bridge, mac, tmp_path, tag='c'):
+        self.ns = spaces.new(tag)
+        self.mac = mac
+        self.port = 'dp%s' % uuid.uuid4().hex[:8]
+        self.out = str(tmp_path / ('udhcpc-%s.env' % self.port))
+        self.script = str(tmp_path / 'udhcpc-script.sh')
+        with open(self.script, 'w') as handle:
+            handle.write(UDHCPC_SCRIPT)
+        os.chmod(self.script, 0o755)
+        sh('ip', 'link', 'add', self.port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', self.ns, ns=host)
+        sh('ip', 'link', 'set', self.port, 'master', bridge, ns=host)
+        sh('ip', 'link', 'set', self.port, 'up', ns=host)
+        sh('ip', 'link', 'set', 'eth0', 'address', mac, ns=self.ns)
+        sh('ip', 'link', 'set', 'eth0', 'up', ns=self.ns)
+
+    def lease(self, release=False):
+        """{ip, mask, router, dns, domain, hostname, lease} the server handed out, or None."""
+        if os.path.exists(self.out):
+            os.unlink(self.out)
+        argv = ['env', 'UDHCPC_OUT=%s' % self.out, 'busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-f',
+                '-t', '6', '-T', '1', '-A', '1', '-O', 'hostname', '-O', 'domain', '-s', self.script]
+        if release:
+            argv.append('-R')
+        proc = sh(*argv, ns=self.ns, check=False, timeout=60)
+        if proc.returncode != 0 or not os.path.exists(self.out):
+            return None
+        with open(self.out) as handle:
+            return dict(line.split('=', 1) for line in handle.read().splitlines() if '=' in line)
 
 
 class Topology(object):
@@ -177,7 +233,7 @@ class Engine(object):
 
     def params(self, **params):
         full = dict(state='present', netns=self.netns, addresses=None, mtu=None, nat=None, uplink=None,
-                    isolation=None, egress=None, prune_taps=False, force=False)
+                    isolation=None, egress=None, dhcp=None, prune_taps=False, force=False)
         full.update(params)
         return full
 

@@ -1,5 +1,5 @@
 """prune_taps: only the collection's orphaned taps go; other interfaces never do. "Running" is
-decided by vmm.running_pid (pid file + a live process whose argv names the API socket)."""
+decided by process.running_pid (pid file + a live process whose argv names the API socket)."""
 import os
 import sys
 

@@ -17,7 +17,7 @@ import uuid
 
 import yaml
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import proc_cmdline
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
 from tests.support.ansible import BIN, ansible_env, run_adhoc, run_playbook
 from tests.support.sim import stand_in_payloads
 

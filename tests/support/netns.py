@@ -21,11 +21,16 @@ def throwaway_netns(prefix):
         subprocess.run(['ip', '-n', name, 'link', 'set', 'lo', 'up'], check=True)
         yield name
     finally:
-        pids = subprocess.run(['ip', 'netns', 'pids', name], capture_output=True, text=True,
-                              check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        subprocess.run(['ip', 'netns', 'del', name], check=False)
+        remove_netns(name)
+
+
+def remove_netns(name):
+    """Kill every process still in the namespace, then delete it."""
+    pids = subprocess.run(['ip', 'netns', 'pids', name], capture_output=True, text=True, timeout=20,
+                          check=False).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    subprocess.run(['ip', 'netns', 'del', name], capture_output=True, timeout=20, check=False)

@@ -111,7 +111,7 @@ def test_new_bridge():
     assert result['before']['state'] == 'absent'
     assert result['after'] == {'state': 'present', 'addresses': ['10.1.0.1/24'], 'mtu': 1400, 'nat': False,
                                'uplink': None, 'isolation': False, 'egress': {'default': 'accept', 'allow': []},
-                               'taps': []}
+                               'taps': [], 'dhcp': None}
 
 
 def test_matching_bridge_has_no_steps():
