@@ -223,6 +223,7 @@ def snapshot_round(side, vm, index, env):
     side.add('snapshot', timed(adhoc('cloudhv.ch.ch_snapshot', dict(snap, state='present')), env, expect='CHANGED')[0])
     side.add('restore', timed(adhoc('cloudhv.ch.ch_snapshot', dict(snap, state='restored')), env, expect='CHANGED')[0])
     side.add('clone', timed(adhoc('cloudhv.ch.ch_vm', clone), env, expect='CHANGED')[0])
+    side.add('ping', timed(adhoc('ansible.builtin.ping', ''), env, expect='SUCCESS')[0])   # this phase's floor
     if not side.simulated:
         wait_marker(side, clone['name'])
     remove_vm(side, clone['name'], env)
@@ -380,7 +381,8 @@ def measure(binary, snap_binary, rounds, interpreter):
                                                                text=True, check=False).stdout.split('\n')[0]),
                     '  ' + pair('ch_snapshot present (128M running VM)', snap_real, snap_sim, 'snapshot'),
                     '  ' + pair('ch_snapshot restored', snap_real, snap_sim, 'restore'),
-                    '  ' + pair('ch_vm clone_from {vm, snapshot}', snap_real, snap_sim, 'clone')]
+                    '  ' + pair('ch_vm clone_from {vm, snapshot}', snap_real, snap_sim, 'clone'),
+                    '  ' + pair('ansible.builtin.ping (same rounds)', snap_real, snap_sim, 'ping')]
     finally:
         cleanup.run()
     out += ['bench time: %.0f s' % (time.monotonic() - started), load_line()]
