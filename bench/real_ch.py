@@ -247,9 +247,18 @@ def stock_snapshot(side, env):
         remove_vm(side, name, env)
 
 
-def pair(label, real, sim, key, note=''):
+def over_ping(side, key):
+    """Median over the rounds of (the step - ansible.builtin.ping of the same round and side): the
+    step without Ansible's fixed cost, and less swayed by the load of the moment than the step."""
+    return median_ms([step - ping for step, ping in zip(side.samples[key], side.samples['ping'])])
+
+
+def pair(label, real, sim, key, floor=True):
     r, s = real.med(key), sim.med(key)
-    return '%-44s real %8.1f ms   simulator %8.1f ms   real/sim %5.2f%s' % (label, r, s, r / s, note)
+    line = '%-44s real %8.1f ms   simulator %8.1f ms   real/sim %5.2f' % (label, r, s, r / s)
+    if floor and key != 'ping':
+        line += '   over ping: real %+7.1f ms, simulator %+7.1f ms' % (over_ping(real, key), over_ping(sim, key))
+    return line
 
 
 def report_launch(samples):
@@ -273,7 +282,7 @@ def main():
         at = argv.index('--snapshot-binary')
         snap_binary = argv[at + 1]
         del argv[at:at + 2]
-    rounds = int(argv[0]) if argv else 3
+    rounds = int(argv[0]) if argv else 5
     binary = os.environ.get('CH_BINARY')
     if not binary:
         raise SystemExit('bench/real_ch.py: CH_BINARY is not set; set it to the real cloud-hypervisor '
@@ -339,7 +348,8 @@ def measure(binary, snap_binary, rounds, interpreter):
             % (real.med('noop') / real.med('ping'), sim.med('noop') / sim.med('ping')),
             'stop, graceful (the guest powers off on the ACPI power button):',
             '  real CH: not measurable with the test guest (it ignores ACPI; a graceful stop always escalates)',
-            '  simulator: %8.1f ms (ad hoc ch_vm state=stopped)' % sim.med('graceful'),
+            '  simulator: %8.1f ms (ad hoc ch_vm state=stopped), over ping %+.1f ms'
+            % (sim.med('graceful'), over_ping(sim, 'graceful')),
             'stop, the guest ignores ACPI (ch_vm state=stopped stop_timeout=%d; simulator with CHSIM_IGNORE_ACPI=1):'
             % STOP_TIMEOUT,
             '  ' + pair('ad hoc run', real, sim, 'escalate'),
@@ -347,10 +357,10 @@ def measure(binary, snap_binary, rounds, interpreter):
             ' the wait as timed in the engine below)'
             % (real.med('ladder_wait'), sim.med('ladder_wait'), real.med('escalate') - real.med('ladder_wait'),
                sim.med('escalate') - sim.med('ladder_wait')),
-            '  ' + pair('engine only (VmManager converge stopped)', real, sim, 'ladder'),
-            '    ' + pair('up to the power button (record, vm.info)', real, sim, 'ladder_before'),
-            '    ' + pair('power button -> stop_timeout over', real, sim, 'ladder_wait'),
-            '    ' + pair('vm.shutdown + vmm.shutdown -> VMM gone', real, sim, 'ladder_after'),
+            '  ' + pair('engine only (VmManager converge stopped)', real, sim, 'ladder', floor=False),
+            '    ' + pair('up to the power button (record, vm.info)', real, sim, 'ladder_before', floor=False),
+            '    ' + pair('power button -> stop_timeout over', real, sim, 'ladder_wait', floor=False),
+            '    ' + pair('vm.shutdown + vmm.shutdown -> VMM gone', real, sim, 'ladder_after', floor=False),
         ]
         rc, present, rc_fork, fork, state = stock_snapshot(real, env)
         out.append('snapshot, restore, clone on %s (%s):' % (binary, version))
