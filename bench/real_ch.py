@@ -282,7 +282,7 @@ def main():
         at = argv.index('--snapshot-binary')
         snap_binary = argv[at + 1]
         del argv[at:at + 2]
-    rounds = int(argv[0]) if argv else 5
+    rounds = int(argv[0]) if argv else 3
     binary = os.environ.get('CH_BINARY')
     if not binary:
         raise SystemExit('bench/real_ch.py: CH_BINARY is not set; set it to the real cloud-hypervisor '
