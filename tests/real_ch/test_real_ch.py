@@ -25,7 +25,7 @@ import time
 import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import autostart
-from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import process_gone
+from ansible_collections.cloudhv.ch.plugins.module_utils.process import process_gone
 
 from tests.real_ch.realch import MIB, SKIP_REASON, read_text
 from tests.support import testguest
