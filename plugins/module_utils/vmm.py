@@ -84,7 +84,10 @@ class Vmm(object):
 
     # -- liveness ---------------------------------------------------------------------------
     def pid(self):
-        return running_pid(self.pid_file, self.socket_path, self.binary)
+        """The VM's live VMM: the process the pid file names, with the VM's own API socket on its
+        command line (PID-reuse safe). Whichever binary runs it: after an upgrade that moved
+        ``binary``, the old VMMs are still the VMs' to see and stop, never orphans."""
+        return running_pid(self.pid_file, self.socket_path)
 
     def alive(self):
         return self.pid() is not None

@@ -1,5 +1,6 @@
 """vmm.py against the simulator: launch, failing launches, the stop ladder, stale sockets, PID reuse."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
 from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline, process_gone, running_pid
+from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
 
 from tests.engine.conftest import EXITS_AT_ONCE
 from tests.support.sim import sim_env
@@ -138,6 +140,21 @@ def test_pid_reuse_does_not_count_as_our_vmm(make_vmm, tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_vmm_of_another_binary_is_still_the_vms(make_vmm, tmp_path, sim_binary):
+    """The VM's VMM is the live process its pid file names with the VM's API socket on its
+    command line, whichever binary runs it: a playbook that points ``binary`` at a new CH (an
+    upgrade) still sees and stops the VMMs the old one started. (Found while benchmarking the
+    real CH: ch_vm state=absent with another binary called the live VMM's socket and pid file
+    stale, removed them and left the VMM running, unreachable.)"""
+    vmm = make_vmm()
+    pid = vmm.launch()
+    other = str(tmp_path / 'cloud-hypervisor-new')
+    shutil.copy(sim_binary, other)
+    upgraded = Vmm(other, vmm.socket_path, vmm.pid_file, str(tmp_path / 'new.log'), api_timeout=5)
+    assert upgraded.pid() == pid
+    assert upgraded.stop(timeout=5) and process_gone(pid)
 
 
 def test_liveness_needs_binary_and_socket(make_vmm, sim_binary):
