@@ -329,8 +329,11 @@ def main():
         with throwaway_netns('chvbench') as netns:
             child = subprocess.Popen(['ip', 'netns', 'exec', netns, sys.executable, os.path.abspath(__file__)]
                                      + sys.argv[1:], env=dict(os.environ, **{NETNS_MARK: netns}))
+            # The child cleans up (harness.Cleanup) on SIGTERM/SIGHUP, passed on, and on Ctrl-C, which
+            # the terminal sends it too: this process waits for that clean-up before the namespace goes.
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise SystemExit(child.wait())
     measure(binary, snap_binary, rounds, interpreter)
 
