@@ -158,6 +158,11 @@ def test_static_and_dynamic_leases_and_names(host, spaces):
 
     # ch_vm absent: the entries, the leases and the names are gone at once
     for name, mac in (('web1', static_mac), ('web3', web3_mac)):
+        before = files(hv)
+        pred = hv.vm(check=True, **vm_args(hv, name=name, state='absent'))
+        assert pred['_rc'] == 0 and any('release its leases' in c for c in pred['changes']), pred
+        assert files(hv) == before and resolve(nic.ns, '%s.lab.test' % name, BRIDGE_IP) != 'NXDOMAIN'
+        assert mac in [l['mac'] for l in net_task(hv, dhcp=dhcp_opts())['network']['dhcp']['leases']]
         gone = hv.vm(**vm_args(hv, name=name, state='absent'))
         assert gone['_rc'] == 0 and any('release its leases' in c for c in gone['changes']), gone
         assert resolve(nic.ns, '%s.lab.test' % name, BRIDGE_IP) == 'NXDOMAIN'
