@@ -106,6 +106,8 @@ class VmManager(object):
         self._netlink = None
         self.created_files = []
         self.clone = None         # snapshot.Clone when this run creates the VM from clone_from
+        self._boots = False       # this run's plan (re)starts the VMM with the desired config
+        self._ram_ceiling = None  # the running VMM's RAM ceiling, as recorded when it started
 
     # -- observation ------------------------------------------------------------------------
     def observe(self):
@@ -507,7 +509,12 @@ class VmManager(object):
             if obs.state == 'created':
                 plan.add(None, self.vmm.stop)  # a fresh VMM takes the new config
             plan.add('start the VM', lambda: self._start(spec, config, paused=(target == 'paused')))
+            self._boots = True
         new_record['run_state'] = target
+        if self._boots:
+            # CH's ceiling for live RAM growth is set at boot and not echoed once RAM has grown
+            memory = config['memory']
+            new_record['ram_ceiling'] = memory['size'] + (memory.get('hotplug_size') or 0)
         record_changed = _strip(new_record) != _strip(obs.record or {})
         if record_changed and not plan.changes:
             plan.add('update the record')
@@ -669,18 +676,21 @@ class VmManager(object):
         """A live VM: run-state changes, then live config changes (or restart_required)."""
         apply = self.params.get('apply_changes') or 'live'
         live_cfg = (obs.info or {}).get('config') or {}
+        self._ram_ceiling = (obs.record or {}).get('ram_ceiling')
         live_ops, restart_paths = self.live_diff(config, live_cfg, spec, obs.info or {})
         needs_restart = bool(restart_paths)
         if state == 'restarted':
             if needs_restart or (live_ops and apply != 'never'):
                 plan.add('restart the VM (stop and start) to apply %s' % ', '.join(restart_paths + [o[0] for o in live_ops]),
                          lambda: self._restart(spec, config))
+                self._boots = True
             else:
                 plan.add('reboot the VM', lambda: self.vmm.client().reboot())
             return
         if needs_restart and apply == 'restart':
             plan.add('restart the VM to apply %s' % ', '.join(restart_paths),
                      lambda: self._restart(spec, config, paused=(target == 'paused')))
+            self._boots = True
             return
         if obs.state == 'paused' and target == 'running':
             plan.add('resume the VM', lambda: self.vmm.client().resume())
@@ -723,8 +733,14 @@ class VmManager(object):
         have_ram = (lmem.get('size') or 0) + (lmem.get('hotplugged_size') or 0)
         want_ram = config['memory']['size']
         if want_ram != have_ram:
+            # CH v53.0 grows RAM by ACPI DIMMs of a multiple of 128 MiB, up to the RAM it booted
+            # with plus hotplug_size; it writes the new size to memory.size, so after a growth the
+            # echo no longer shows the boot size: the ceiling recorded at boot bounds it. ACPI RAM
+            # never shrinks (CH accepts a smaller size and only rewrites its config): a restart.
             ceiling = (lmem.get('size') or 0) + (lmem.get('hotplug_size') or 0)
-            if (lmem.get('size') or 0) <= want_ram <= ceiling and \
+            if self._ram_ceiling:
+                ceiling = min(ceiling, self._ram_ceiling)
+            if have_ram < want_ram <= ceiling and (want_ram - have_ram) % specmod.ACPI_DIMM == 0 and \
                     config['memory'].get('hotplug_size', 0) == (lmem.get('hotplug_size') or 0):
                 ops.append(('resize RAM %s -> %s' % (specmod.human_size(have_ram), specmod.human_size(want_ram)),
                             lambda: client().resize(desired_ram=want_ram)))

@@ -72,6 +72,7 @@ def sniff_image_type(path):
 
 
 MIB = 1024 * 1024
+ACPI_DIMM = 128 * MIB   # CH adds RAM live in DIMMs of a multiple of this (ACPI hotplug)
 SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$', re.IGNORECASE)
 UNITS = {'': MIB, 'k': 1024, 'm': MIB, 'g': 1024 * MIB, 't': 1024 * 1024 * MIB,
          'p': 1024 * 1024 * 1024 * MIB}

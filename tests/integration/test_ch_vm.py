@@ -209,6 +209,25 @@ def test_crash_recovery(hv):
     assert hv.vm(**vm_args(hv))['changed'] is False
 
 
+def test_live_ram_growth_stays_within_what_ch_can_plug(hv):
+    """CH v53.0 (seen with the real binary) grows RAM live by DIMMs of a multiple of 128 MiB up to
+    the RAM it booted with plus memory_hotplug, and echoes the grown size as memory.size: after a
+    first growth the echo alone would allow a second one past the ceiling. What CH cannot plug is
+    a restart, never a refused live resize."""
+    base = dict(cpus=1, memory='512M', memory_hotplug='512M')
+    converge(hv, 'running', **base)
+    pid = hv.pid('web1')
+    grown = converge(hv, 'running', **dict(base, memory='768M'))       # +256M: live
+    assert grown['changes'] == ['resize RAM 512M -> 768M'] and hv.pid('web1') == pid
+    assert live_info(hv)['live_config']['memory']['size'] == 768 * 1024 * 1024
+    for memory in ('1152M', '868M'):            # past boot + hotplug (1G); +100M is no DIMM
+        res = hv.vm(**vm_args(hv, state='running', **dict(base, memory=memory)))
+        assert res['_rc'] == 0, res
+        assert res['restart_required'] is True and hv.pid('web1') == pid, res
+    fits = converge(hv, 'running', **dict(base, memory='1G'))          # +256M up to the ceiling
+    assert fits['changes'] == ['resize RAM 768M -> 1G'] and hv.pid('web1') == pid
+
+
 def test_guest_power_off_is_stopped_not_crashed(hv):
     """A guest that powers itself off ends its VMM cleanly (CH removes its API socket; a killed
     VMM leaves it): ch_vm_info says stopped, and state=stopped then only cleans up after it.

@@ -1499,6 +1499,9 @@ class Vmm:
         if ram is not None and ram > live.plugged_ram:
             # ACPI memory is never unplugged: the hotplug region is used up to the largest
             # size plugged so far; a smaller desired_ram is accepted and only rewrites the config.
+            if (ram - live.plugged_ram) % (128 << 20):
+                # an ACPI DIMM is a multiple of 128 MiB (seen with CH v53.0.0: 128M + 100M)
+                raise VmErr("Memory manager error", "The requested hotplug memory addition is not a valid size")
             if ram > live.boot_ram + (mem.get("hotplug_size") or 0):
                 raise VmErr("Memory manager error", "Not enough space in the hotplug RAM region")
         if balloon is not None and not cfg.get("balloon"):
