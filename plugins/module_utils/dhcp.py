@@ -444,7 +444,7 @@ def read_leases(path):
             continue
         leases.append({'mac': fields[1].lower(), 'ip': str(ip),
                        'hostname': None if fields[3] == '*' else fields[3], 'expiry': expiry})
-    return sorted(leases, key=lambda l: ipaddress.IPv4Address(l['ip']))
+    return sorted(leases, key=lambda lease: ipaddress.IPv4Address(lease['ip']))
 
 
 def release(bridge, ip, mac, server):
