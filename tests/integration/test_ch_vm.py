@@ -214,17 +214,19 @@ def test_live_ram_growth_stays_within_what_ch_can_plug(hv):
     the RAM it booted with plus memory_hotplug, and echoes the grown size as memory.size: after a
     first growth the echo alone would allow a second one past the ceiling. What CH cannot plug is
     a restart, never a refused live resize."""
-    base = dict(cpus=1, memory='512M', memory_hotplug='512M')
-    converge(hv, 'running', **base)
+    def sized(memory):
+        return {'cpus': 1, 'memory': memory, 'memory_hotplug': '512M'}
+
+    converge(hv, 'running', **sized('512M'))
     pid = hv.pid('web1')
-    grown = converge(hv, 'running', **dict(base, memory='768M'))       # +256M: live
+    grown = converge(hv, 'running', **sized('768M'))                   # +256M: live
     assert grown['changes'] == ['resize RAM 512M -> 768M'] and hv.pid('web1') == pid
     assert live_info(hv)['live_config']['memory']['size'] == 768 * 1024 * 1024
     for memory in ('1152M', '868M'):            # past boot + hotplug (1G); +100M is no DIMM
-        res = hv.vm(**vm_args(hv, state='running', **dict(base, memory=memory)))
+        res = hv.vm(**vm_args(hv, state='running', **sized(memory)))
         assert res['_rc'] == 0, res
         assert res['restart_required'] is True and hv.pid('web1') == pid, res
-    fits = converge(hv, 'running', **dict(base, memory='1G'))          # +256M up to the ceiling
+    fits = converge(hv, 'running', **sized('1G'))                      # +256M up to the ceiling
     assert fits['changes'] == ['resize RAM 768M -> 1G'] and hv.pid('web1') == pid
 
 
