@@ -52,12 +52,12 @@ def test_preflight_passes_here_and_reports_the_kvm_module(tmp_path, mirror):
     assert got['cloudhv_kvm_modules'] == modules
     assert got['cloudhv_kvm_module'] == ([m for m in modules if m in ('kvm_intel', 'kvm_amd')] or modules or [None])[0]
     assert got['cloudhv_nested'] == nested and got['cloudhv_nested_reason'] == reason
-    assert got['cloudhv_host']['binary']['version'] == '53.0'
+    assert got['cloudhv_host']['binary']['version'] == '53.0.0'   # the simulator prints what CH v53.0 does
 
     # the version the install role would have installed (here given directly) must match
     res = run_role(tmp_path, 'preflight', dict(variables, cloudhv_preflight_expected_version='v54.0'))
     assert res.rc != 0
-    assert 'cloud-hypervisor-static is version 53.0, expected 54.0. Remedy: run the cloudhv.ch.install role' in failure(res)
+    assert 'cloud-hypervisor-static is version 53.0.0, expected 54.0. Remedy: run the cloudhv.ch.install role' in failure(res)
 
 
 def test_preflight_takes_the_real_binarys_version_output(tmp_path):
