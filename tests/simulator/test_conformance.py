@@ -392,8 +392,11 @@ def test_resize(spawn, files):
     assert info["memory_actual_size"] == GiB + 512 * MiB
     assert info["config"]["memory"]["size"] == GiB + 512 * MiB
     assert "hotplugged_size" not in info["config"]["memory"]
-    assert_error(sim.put("vm.resize", {"desired_ram": 2 * GiB + MiB}), 500,
+    assert_error(sim.put("vm.resize", {"desired_ram": 2 * GiB + 128 * MiB}), 500,
                  "Not enough space in the hotplug RAM region")
+    # an ACPI DIMM is a multiple of 128 MiB (CH v53.0.0, seen with 128M + 100M)
+    assert_error(sim.put("vm.resize", {"desired_ram": GiB + 612 * MiB}), 500,
+                 "The requested hotplug memory addition is not a valid size")
     assert sim.put("vm.resize", {"desired_ram": 2 * GiB}).status == 204
     # ACPI RAM cannot be unplugged: a smaller size is accepted and only rewrites the config
     assert sim.put("vm.resize", {"desired_ram": GiB - 128 * MiB}).status == 204
