@@ -63,8 +63,8 @@ from common import machine, median_ms, setup_paths, simulator
 
 setup_paths()
 from ansible_collections.cloudhv.ch.plugins.module_utils import images  # noqa: E402
-from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import VmManager  # noqa: E402
-from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot import SnapshotManager  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm_engine import VmEngine  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot_engine import SnapshotManager  # noqa: E402
 
 MIB = 1 << 20
 SETTLE = 0.5
@@ -124,8 +124,8 @@ def main():
     reflink = has_reflink(work)
     os.environ['CHSIM_SPEC'] = os.path.join(work, 'no-spec-for-the-bench.yaml')
     try:
-        VmManager(params(base, name='src', kernel=kernel, memory='2G',
-                         disks=[{'path': disk, 'size': '4G'}])).converge('running')
+        VmEngine(params(base, name='src', kernel=kernel, memory='2G',
+                        disks=[{'path': disk, 'size': '4G'}])).converge('running')
         write_data(disk, 512 * MIB)
         snap = SnapshotManager(params(base, vm='src', name='s', state='present', include_disks=True)).run()
         snap_dir = snap['snapshot']['path']
@@ -138,19 +138,19 @@ def main():
         for index in range(rounds):
             settle()
             start = time.monotonic()
-            result = VmManager(params(base, name='c%d' % index, clone_from={'vm': 'src', 'snapshot': 's'}))\
+            result = VmEngine(params(base, name='c%d' % index, clone_from={'vm': 'src', 'snapshot': 's'}))\
                 .converge('running')
             clone_times.append(time.monotonic() - start)
             assert result['vm']['state'] == 'running', result
-            VmManager(params(base, name='c%d' % index, purge=True, force=True)).converge('absent')
+            VmEngine(params(base, name='c%d' % index, purge=True, force=True)).converge('absent')
             # a linked clone: qcow2 overlays on the snapshot's disk copies instead of copies
             settle()
             start = time.monotonic()
-            result = VmManager(params(base, name='l%d' % index,
-                                      clone_from={'vm': 'src', 'snapshot': 's', 'disks': 'overlay'})).converge('running')
+            result = VmEngine(params(base, name='l%d' % index,
+                                     clone_from={'vm': 'src', 'snapshot': 's', 'disks': 'overlay'})).converge('running')
             linked_times.append(time.monotonic() - start)
             assert result['vm']['state'] == 'running', result
-            VmManager(params(base, name='l%d' % index, purge=True, force=True)).converge('absent')
+            VmEngine(params(base, name='l%d' % index, purge=True, force=True)).converge('absent')
             # the data part of a clone alone: hard link + disk copy, as the clone does them
             settle()
             dest = os.path.join(work, 'files%d' % index)
@@ -206,7 +206,7 @@ def main():
         print('stdev clone %.1f ms, cp %.1f ms' % spread)
     finally:
         try:
-            VmManager(params(base, name='src', purge=True, force=True)).converge('absent')
+            VmEngine(params(base, name='src', purge=True, force=True)).converge('absent')
         except Exception as exc:  # pylint: disable=broad-except
             print('cleanup: %s' % exc)
         for directory in (work, run_dir, bin_dir):

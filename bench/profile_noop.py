@@ -4,7 +4,7 @@
     kept with ANSIBLE_KEEP_REMOTE_FILES), so controller = whole - module;
   - what the module pays for imports on top of what every module imports (ansible's
     module_utils.basic): httpx with httpcore (which httpx loads when the client is made), the
-    standard library's http.client (the alternative), ch_vm's engine (lifecycle, as a no-change
+    standard library's http.client (the alternative), ch_vm's engine (vm_engine, as a no-change
     run loads it), libvirt + lxml (what community.libvirt's virt imports, when python3-libvirt
     is there);
   - what the payload carries: files and bytes of the AnsiballZ zip, the collection's share.
@@ -65,7 +65,7 @@ def main():
         basic = 'import ansible.module_utils.basic'
         imports = {'basic': basic, 'httpx + httpcore': basic + ', httpx, httpcore',
                    'stdlib http.client': basic + ', http.client',
-                   'the ch_vm engine': basic + ', httpcore, ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle'}
+                   'the ch_vm engine': basic + ', httpcore, ansible_collections.cloudhv.ch.plugins.module_utils.vm_engine'}
         peer = os.path.join(REPO, 'build', 'bench-peer-venv', 'bin', 'python')
         if os.path.exists(peer):
             imports['libvirt, lxml.etree'] = basic + ', libvirt, lxml.etree'

@@ -10,10 +10,10 @@ round), and the script prints medians and the ratio real/simulator of each:
 * no-change: a no-change ad hoc `ch_vm` run on that running VM against `ansible.builtin.ping`;
 * stop: the ACPI-ignored escalation (`ch_vm state=stopped stop_timeout=2`; the test guest ignores
   ACPI, the simulator is started with CHSIM_IGNORE_ACPI=1) and its split: the same ladder run
-  in-process by the engine (VmManager) with its steps timed, so the wait for stop_timeout is
+  in-process by the engine (VmEngine) with its steps timed, so the wait for stop_timeout is
   measured apart from the rest; a graceful stop (the guest honours the power button) is measured
   on the simulator only: the test guest ignores ACPI, so on real CH it is not measurable;
-* create+boot, snapshot, restore and clone also through the engine in this process (VmManager,
+* create+boot, snapshot, restore and clone also through the engine in this process (VmEngine,
   SnapshotManager, as the modules call them), which leaves out Ansible's fixed cost: on a loaded
   machine that cost swings by seconds and hides the VMM's share of an ad hoc run;
 * snapshot, restore, clone (`ch_snapshot present`, `ch_snapshot restored`, `ch_vm clone_from`):
@@ -51,8 +51,8 @@ setup_paths()
 sys.path.insert(0, REPO)
 from ansible_collections.cloudhv.ch.plugins.module_utils import api as apimod  # noqa: E402
 from ansible_collections.cloudhv.ch.plugins.module_utils import vmm as vmmmod  # noqa: E402
-from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import VmManager  # noqa: E402
-from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot import SnapshotManager  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm_engine import VmEngine  # noqa: E402
+from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot_engine import SnapshotManager  # noqa: E402
 from tests.real_ch.realch import _is_elf, host_problems, read_text  # noqa: E402
 from tests.support import testguest  # noqa: E402
 from tests.support.netns import throwaway_netns  # noqa: E402
@@ -174,14 +174,14 @@ def engine_ladder(side, name):
     params = side.vm(name, stop_timeout=STOP_TIMEOUT)
     with environ(CHSIM_IGNORE_ACPI=1):
         start = time.monotonic()
-        VmManager(params).converge('running')
+        VmEngine(params).converge('running')
         side.add('engine_create', time.monotonic() - start)
     if not side.simulated:
         wait_marker(side, name)
     try:
         with ladder_clock() as marks:
             start = time.monotonic()
-            VmManager(params).converge('stopped')
+            VmEngine(params).converge('stopped')
             end = time.monotonic()
         events = [m[0] for m in marks]
         if events[:2] != ['power_button', '_wait_exit'] or 'shutdown' not in events:
@@ -193,7 +193,7 @@ def engine_ladder(side, name):
         side.add('ladder_after', marks[-1][2] - waited[2])     # vm.shutdown + vmm.shutdown -> VMM gone
         side.add('ladder_before', marks[0][1] - start)          # record, vm.info, up to the power button
     finally:
-        VmManager(dict(side.base(), name=name, purge=True, force=True)).converge('absent')
+        VmEngine(dict(side.base(), name=name, purge=True, force=True)).converge('absent')
 
 
 def progress(text):
@@ -237,13 +237,13 @@ def snapshot_round(side, vm, index, env):
 
 
 def engine_snapshot_round(side, vm, index):
-    """The same three steps through the engine in this process (SnapshotManager, VmManager), as
+    """The same three steps through the engine in this process (SnapshotManager, VmEngine), as
     ch_snapshot and ch_vm run them, without Ansible's fixed cost."""
     snap = dict(side.base(), vm=vm, name='e%d' % index)
     name = '%s-e%d' % (side.key, index)
     steps = (('engine_snapshot', lambda: SnapshotManager(dict(snap, state='present')).run()),
              ('engine_restore', lambda: SnapshotManager(dict(snap, state='restored')).run()),
-             ('engine_clone', lambda: VmManager(dict(side.base(), name=name, clone_from={
+             ('engine_clone', lambda: VmEngine(dict(side.base(), name=name, clone_from={
                  'vm': vm, 'snapshot': snap['name']})).converge('running')))
     try:
         for key, step in steps:
@@ -255,7 +255,7 @@ def engine_snapshot_round(side, vm, index):
         if not side.simulated:
             wait_marker(side, name)
     finally:
-        VmManager(dict(side.base(), name=name, purge=True, force=True)).converge('absent')
+        VmEngine(dict(side.base(), name=name, purge=True, force=True)).converge('absent')
         SnapshotManager(dict(snap, state='absent')).run()
 
 
@@ -374,7 +374,7 @@ def measure(binary, snap_binary, rounds, interpreter):
                 lifecycle_round(side, index, env, ping_first=index % 2 == 1)
         out += [
             pair('create+boot (ad hoc ch_vm state=running)', real, sim, 'create'),
-            '  ' + pair('engine only (VmManager converge running)', real, sim, 'engine_create', floor=False),
+            '  ' + pair('engine only (VmEngine converge running)', real, sim, 'engine_create', floor=False),
             pair('no-change ad hoc ch_vm', real, sim, 'noop'),
             pair('ansible.builtin.ping (same rounds)', real, sim, 'ping'),
             '  no-change/ping: real CH %.3f, simulator %.3f'
@@ -390,7 +390,7 @@ def measure(binary, snap_binary, rounds, interpreter):
             ' the wait as timed in the engine below)'
             % (real.med('ladder_wait'), sim.med('ladder_wait'), real.med('escalate') - real.med('ladder_wait'),
                sim.med('escalate') - sim.med('ladder_wait')),
-            '  ' + pair('engine only (VmManager converge stopped)', real, sim, 'ladder', floor=False),
+            '  ' + pair('engine only (VmEngine converge stopped)', real, sim, 'ladder', floor=False),
             '    ' + pair('up to the power button (record, vm.info)', real, sim, 'ladder_before', floor=False),
             '    ' + pair('power button -> stop_timeout over', real, sim, 'ladder_wait', floor=False),
             '    ' + pair('vm.shutdown + vmm.shutdown -> VMM gone', real, sim, 'ladder_after', floor=False),
@@ -427,7 +427,7 @@ def measure(binary, snap_binary, rounds, interpreter):
                     '  ' + pair('ch_snapshot restored', snap_real, snap_sim, 'restore'),
                     '  ' + pair('ch_vm clone_from {vm, snapshot}', snap_real, snap_sim, 'clone'),
                     '  ' + pair('ansible.builtin.ping (same rounds)', snap_real, snap_sim, 'ping'),
-                    '  engine only (SnapshotManager / VmManager in this process, same rounds):',
+                    '  engine only (SnapshotManager / VmEngine in this process, same rounds):',
                     '    ' + pair('snapshot present', snap_real, snap_sim, 'engine_snapshot', floor=False),
                     '    ' + pair('snapshot restored', snap_real, snap_sim, 'engine_restore', floor=False),
                     '    ' + pair('clone_from {vm, snapshot}', snap_real, snap_sim, 'engine_clone', floor=False)]

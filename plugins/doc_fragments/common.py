@@ -2,12 +2,8 @@
 # Copyright: cloudhv.ch contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
-
-class ModuleDocFragment(object):
+class ModuleDocFragment:
     # Options shared by every module of the collection. All of them can be set once for a
     # play with module_defaults and the group cloudhv.ch.ch.
     DOCUMENTATION = r'''

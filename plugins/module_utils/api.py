@@ -10,9 +10,6 @@ One client keeps one connection for the whole module run. Errors:
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import json
 import re
@@ -64,7 +61,7 @@ def _messages(response):
     return [json.dumps(body)]
 
 
-class ChClient(object):
+class ChClient:
     """Client for one VMM. ``requests`` counts the requests sent (for API-economy checks)."""
 
     def __init__(self, socket_path, timeout=30.0):

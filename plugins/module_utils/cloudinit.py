@@ -25,9 +25,6 @@ puts it in an exception message. It appears only in the ``files`` of :func:`rend
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import hashlib
 import io
@@ -37,6 +34,7 @@ import re
 import tempfile
 import traceback
 
+from ansible_collections.cloudhv.ch.plugins.module_utils.fsutil import fsync_dir
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     CloudHVError,
     HostError,
@@ -272,14 +270,6 @@ def _iso9660_names(names):
     return result
 
 
-def _fsync_dir(directory):
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def build_iso(path, files):
     """Write ``files`` (name -> bytes) as a NoCloud seed image at ``path``.
 
@@ -317,7 +307,7 @@ def build_iso(path, files):
             os.fsync(handle.fileno())
         os.rename(tmp, path)
         tmp = None
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except (OSError, IOError) as exc:
         raise HostError("cannot write the cloud-init image %s: %s"
                         % (path, exc.strerror or exc), path=path)

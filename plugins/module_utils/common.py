@@ -4,9 +4,6 @@
 """Module-side glue shared by every module: the common options and the one place where the
 collection's exceptions become ``fail_json``."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import copy
 import traceback
@@ -59,13 +56,14 @@ def run_module(module, action, invocation=None):
     module.exit_json(**result)
 
 
-def _leaves(value):
+def leaves(value):
+    """Every leaf of ``value`` as text (the values a no_log option would mask)."""
     if isinstance(value, dict):
         for item in value.values():
-            yield from _leaves(item)
+            yield from leaves(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _leaves(item)
+            yield from leaves(item)
     elif value is not None and not isinstance(value, bool):
         yield str(value)
 
@@ -90,5 +88,5 @@ def secret_invocation(module, *paths):
         secret = value[path[-1]]
         holder[path[-1]] = 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
         if isinstance(secret, (dict, list)):
-            module.no_log_values.difference_update(_leaves(secret))
+            module.no_log_values.difference_update(leaves(secret))
     return {'module_args': args}

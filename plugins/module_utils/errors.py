@@ -8,10 +8,6 @@ Everything under module_utils raises these; the module layer
 ``fail_json``. No Ansible imports here, so the engine stays usable from plain Python.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 
 class CloudHVError(Exception):
     """Base class. ``msg`` is shown to the user; ``details`` become extra result keys."""

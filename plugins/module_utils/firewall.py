@@ -27,9 +27,6 @@ The pure functions need no nft; :class:`Nft` runs the binary (``ip netns exec NS
 namespace is given). No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import ipaddress
 import json
@@ -412,7 +409,7 @@ def find_binary(name, extra_dirs=SBIN_DIRS):
     return None
 
 
-class Nft(object):
+class Nft:
     """``nft -j`` in the host's or a named network namespace's ruleset."""
 
     def __init__(self, netns=None, binary=None, timeout=NFT_TIMEOUT):

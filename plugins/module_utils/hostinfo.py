@@ -4,9 +4,6 @@
 """Read-only facts about a virtualization host. Never raises on an unusual host: every probe
 that cannot be answered reports ``None`` with a reason. No Ansible imports here."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import re

@@ -16,9 +16,6 @@ qcow2 overlays are made with ``qemu-img`` (package qemu-utils), the one external
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import errno
 import fcntl
@@ -35,8 +32,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     MissingDependency,
     OptionError,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils.spec import CH_IMAGE_TYPES
-from ansible_collections.cloudhv.ch.plugins.module_utils.store import fsync_dir
+from ansible_collections.cloudhv.ch.plugins.module_utils.fsutil import fsync_dir, unlink_quiet
 
 # Sizes of raw images must be whole 512-byte sectors: CH's virtio-block device exposes
 # size // 512 sectors and only warns that the remainder "will not be visible to the guest".
@@ -57,20 +53,17 @@ _NO_HARDLINK = frozenset((errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSU
 CHUNK = 1 << 20
 CFR_CHUNK = 1 << 30
 
-# Image types and their default from the file name live in spec.py (option parsing, which every
-# ch_vm run needs; this module is only loaded when a disk is created or copied).
-IMAGE_TYPES = tuple(CH_IMAGE_TYPES)
-# Formats CH's qcow2 driver follows as a backing file (qemu-img's names).
-BACKING_FORMATS = ('qcow2', 'raw')
 
-
-def _unlink_quietly(path):
-    if path is None:
-        return
+def _discard(tmp):
+    """Drop a temporary file on the way out of a failed write; never masks that failure."""
     try:
-        os.unlink(path)
+        unlink_quiet(tmp)
     except OSError:
         pass
+
+
+# Formats CH's qcow2 driver follows as a backing file (qemu-img's names).
+BACKING_FORMATS = ('qcow2', 'raw')
 
 
 def _mkstemp_next_to(path):
@@ -149,7 +142,7 @@ def create_raw(path, size_bytes, option='disks[].size', overwrite=False):
     except (OSError, IOError) as exc:
         raise _host_error("cannot create the disk image", path, exc)
     finally:
-        _unlink_quietly(tmp)
+        _discard(tmp)
 
 
 def _qemu_img():
@@ -244,7 +237,7 @@ def create_overlay(path, backing_file, option='disks[0].backing_file', size_byte
     except (OSError, IOError) as exc:
         raise _host_error("cannot create the overlay", path, exc)
     finally:
-        _unlink_quietly(tmp)
+        _discard(tmp)
 
 
 def _try_reflink(sfd, dfd):
@@ -350,7 +343,7 @@ def copy_file(src, dst, overwrite=True):
         raise _host_error("cannot copy %s to" % src, dst, exc, src=src)
     finally:
         os.close(sfd)
-        _unlink_quietly(tmp)
+        _discard(tmp)
 
 
 def copy_tree(src_dir, dst_dir, hardlink=()):

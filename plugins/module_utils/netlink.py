@@ -29,14 +29,10 @@ No Ansible imports here. pyroute2 is imported lazily: a missing library raises
 :class:`MissingDependency` when a :class:`Netlink` is first used.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import ctypes
 import errno
 import fcntl
-import hashlib
 import ipaddress
 import os
 import re
@@ -95,11 +91,6 @@ def check_netns(name, option='netns'):
     if not isinstance(name, str) or not name or '/' in name or name in ('.', '..') or '\0' in name:
         raise OptionError(option, "%r is not a valid network namespace name" % (name,))
     return name
-
-
-def tap_name(seed):
-    """The collection's tap name for ``seed`` (e.g. ``'web1/0'``): deterministic, 15 characters."""
-    return TAP_PREFIX + hashlib.sha256(seed.encode('utf-8')).hexdigest()[:12]
 
 
 def is_collection_tap(name):
@@ -203,7 +194,7 @@ def _tun_flags(data):
     return flags
 
 
-class Netlink(object):
+class Netlink:
     """One pyroute2 handle per module run, optionally inside a network namespace.
 
     ``with Netlink(netns='x') as nl: nl.link('br0')``. Errors become NetworkError/HostError.

@@ -8,9 +8,6 @@ Ansible imports. Every bad input raises OptionError naming the option, before an
 is touched.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import copy
 import hashlib
@@ -21,13 +18,13 @@ import socket
 import uuid
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm_options import new_vm_default
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmconfig import check_extra_config
 
 # Taps the collection creates: TAP_PREFIX + 12 hex digits (netlink.py recognises them by it).
 TAP_PREFIX = 'chv'
 # The collection's image_type values -> CH's DiskConfig.image_type.
 CH_IMAGE_TYPES = {'raw': 'Raw', 'qcow2': 'Qcow2', 'vhdx': 'Vhdx', 'fixedvhd': 'FixedVhd'}
-IMAGE_TYPES = CH_IMAGE_TYPES
 _EXTENSIONS = {'.qcow2': 'qcow2', '.vhdx': 'vhdx', '.vhd': 'fixedvhd'}
 
 
@@ -130,6 +127,11 @@ def _digest(*parts):
     return hashlib.sha256('\0'.join(str(p) for p in parts).encode('utf-8')).hexdigest()
 
 
+def multi_queue(net):
+    """True when a NIC has more than one queue pair: its tap needs IFF_MULTI_QUEUE."""
+    return (net.get('num_queues') or 2) > 2
+
+
 def tap_name(host, vm, index):
     """15 characters: 'chv' + 12 hex characters of a hash of host, VM name and NIC index."""
     return TAP_PREFIX + _digest('tap', host, vm, index)[:12]
@@ -202,8 +204,8 @@ def normalize_disks(disks, vm_dir):
         explicit_type = image_type is not None
         if image_type is None:
             image_type = 'qcow2' if backing else detect_image_type(path)
-        if image_type not in IMAGE_TYPES:
-            raise OptionError('%s.image_type' % opt, "must be one of %s" % ', '.join(IMAGE_TYPES))
+        if image_type not in CH_IMAGE_TYPES:
+            raise OptionError('%s.image_type' % opt, "must be one of %s" % ', '.join(CH_IMAGE_TYPES))
         if backing and image_type != 'qcow2':
             raise OptionError('%s.image_type' % opt, "a disk with backing_file is a qcow2 overlay; "
                               "image_type must be qcow2, not %s" % image_type)
@@ -292,21 +294,22 @@ def normalize(params, vm_dir, host, record=None):
 
     ``record`` is the existing record (or, for a clone, its source's). An option the task leaves
     unset (None) keeps the record's value - an ad hoc ``name=web1 state=stopped`` must not redefine
-    the VM, and a ``state=running`` must not hot-remove its disks - and a new VM gets the default.
+    the VM, and a ``state=running`` must not hot-remove its disks - and a new VM gets the default
+    (vm_options' table: ``new_vm_default``).
     The record also gives the identities to reuse (taps, MACs) and the payload.
     Cloud-init is validated separately (cloudinit.render)."""
     record = record or {}
     old_spec = record.get('spec') or {}
 
-    def kept(key, default):
-        """The recorded value of an option the task leaves unset, else ``default``."""
-        return copy.deepcopy(old_spec[key]) if key in old_spec else default
+    def kept(key):
+        """The recorded value of an option the task leaves unset, else a new VM's."""
+        return copy.deepcopy(old_spec[key]) if key in old_spec else new_vm_default(key)
 
-    cpus = _check_int(kept('cpus', 1) if _unset(params, 'cpus') else params['cpus'], 'cpus', minimum=1, maximum=8192)
+    cpus = _check_int(kept('cpus') if _unset(params, 'cpus') else params['cpus'], 'cpus', minimum=1, maximum=8192)
     max_cpus = params.get('max_cpus')
     if max_cpus is None:
         # defaults to cpus; an existing VM keeps its ceiling, raised when cpus goes above it
-        max_cpus = max(cpus, kept('max_cpus', 1))
+        max_cpus = max(cpus, kept('max_cpus'))
     _check_int(max_cpus, 'max_cpus', minimum=1, maximum=8192)
     if cpus > max_cpus:
         raise OptionError('cpus', "cpus (%d) is above max_cpus (%d): raise max_cpus to allow it"
@@ -314,11 +317,11 @@ def normalize(params, vm_dir, host, record=None):
     if _unset(params, 'memory') and 'memory' in old_spec:
         memory = old_spec['memory']
     else:
-        memory = parse_size(params.get('memory') if params.get('memory') is not None else '512M', 'memory')
+        memory = parse_size(params.get('memory') if params.get('memory') is not None else new_vm_default('memory'), 'memory')
     if memory % MIB:
         raise OptionError('memory', "must be a whole number of MiB, got %d bytes" % memory)
     if _unset(params, 'memory_hotplug'):
-        hotplug = kept('memory_hotplug', 0) or 0
+        hotplug = kept('memory_hotplug') or 0
     else:
         hotplug = parse_size(params.get('memory_hotplug'), 'memory_hotplug', allow_zero=True) or 0
     balloon = None if _unset(params, 'balloon') else {}
@@ -329,7 +332,7 @@ def normalize(params, vm_dir, host, record=None):
         balloon = {'size': bsize, 'deflate_on_oom': bool(b.get('deflate_on_oom')),
                    'free_page_reporting': bool(b.get('free_page_reporting'))}
     elif balloon is None:
-        balloon = kept('balloon', None)
+        balloon = kept('balloon')
     balloon = balloon or None
     if balloon and balloon['size'] >= memory + hotplug:
         raise OptionError('balloon.size', "must be smaller than the VM's memory (%s)"
@@ -360,13 +363,13 @@ def normalize(params, vm_dir, host, record=None):
         raise OptionError('cmdline' if cmdline is not None else 'initramfs',
                           "only applies to a VM booted with kernel")
 
-    serial = params.get('serial') or kept('serial', 'file')
-    console = params.get('console') or kept('console', 'off')
+    serial = params.get('serial') or kept('serial')
+    console = params.get('console') or kept('console')
     if serial == 'tty' and console == 'tty':
         raise OptionError('serial' if _unset(params, 'console') else 'console',
                           "serial and console cannot both use the tty")
     if _unset(params, 'vsock'):
-        vsock = kept('vsock', None)
+        vsock = kept('vsock')
     else:   # vsock: {} removes the device
         vsock = None
         if any(v is not None for v in params['vsock'].values()):
@@ -376,11 +379,11 @@ def normalize(params, vm_dir, host, record=None):
             vsock = {'cid': cid, 'socket': _abs_path(params['vsock'].get('socket'), 'vsock.socket')
                      or os.path.join(vm_dir, 'vsock.sock')}
     if _unset(params, 'devices'):
-        devices = kept('devices', [])
+        devices = kept('devices')
     else:
         devices = [_abs_path(d, 'devices[%d]' % i) for i, d in enumerate(params.get('devices') or [])]
     if _unset(params, 'platform'):
-        platform = kept('platform', None)
+        platform = kept('platform')
     else:   # platform: {} removes it
         p = params['platform']
         platform = dict((k, v) for k, v in (('uuid', p.get('uuid')), ('serial_number', p.get('serial_number')),
@@ -391,18 +394,18 @@ def normalize(params, vm_dir, host, record=None):
     if extra:
         check_extra_config(extra)
     if extra is None:
-        extra = kept('extra_config', None)
+        extra = kept('extra_config')
     if _unset(params, 'disks'):
-        disks = kept('disks', [])
+        disks = kept('disks')
     else:
         disks = normalize_disks(params.get('disks'), vm_dir)
     if _unset(params, 'networks'):
-        networks = kept('networks', [])
+        networks = kept('networks')
     else:
         networks = normalize_networks(params.get('networks'), os.path.basename(vm_dir), host,
                                       old_spec.get('networks'))
-    hugepages = kept('hugepages', False) if _unset(params, 'hugepages') else params['hugepages']
-    shared = kept('shared_memory', False) if _unset(params, 'shared_memory') else params['shared_memory']
+    hugepages = kept('hugepages') if _unset(params, 'hugepages') else params['hugepages']
+    shared = kept('shared_memory') if _unset(params, 'shared_memory') else params['shared_memory']
     return {
         'cpus': cpus, 'max_cpus': max_cpus, 'memory': memory, 'memory_hotplug': hotplug,
         'hugepages': bool(hugepages), 'shared_memory': bool(shared),
@@ -415,7 +418,7 @@ def normalize(params, vm_dir, host, record=None):
 
 def disk_config(disk):
     cfg = {'path': disk['path'], 'readonly': disk['readonly'], 'direct': disk['direct'],
-           'image_type': IMAGE_TYPES[disk['image_type']], 'id': disk['id']}
+           'image_type': CH_IMAGE_TYPES[disk['image_type']], 'id': disk['id']}
     if disk.get('serial'):
         cfg['serial'] = disk['serial']
     if disk.get('backing_file'):

@@ -11,31 +11,36 @@ Layout (defaults):
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
 import tempfile
 import time
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import vm_record
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     BusyError,
     HostError,
     OptionError,
-    RecordUnreadable,
     StateError,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.fsutil import fsync_dir
 
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$')
 NAME_RULE = "1-48 characters from [A-Za-z0-9_-], starting with a letter or digit"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
-RECORD_VERSION = 1
+
+
+def state_dir_tag(state_dir):
+    """8 hex digits naming ``state_dir`` on this host: the start of the sha256 of its real path (so a
+    symlink or a trailing slash does not make another one). Host-wide names of a VM (its systemd units)
+    carry it, so that VMs of the same name in two state_dirs do not clash."""
+    return hashlib.sha256(os.path.realpath(state_dir).encode('utf-8', 'surrogateescape')).hexdigest()[:8]
 
 
 def check_name(name, option='name'):
@@ -80,14 +85,6 @@ def _write_error(path, exc):
                                                 "file is unchanged" if full else ""), path=path)
 
 
-def fsync_dir(directory):
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def read_text(path):
     """A small file's text (under /proc, /sys, /etc), or None if it cannot be read."""
     try:
@@ -126,7 +123,7 @@ def ensure_dir(path, mode=0o700):
     return path
 
 
-class Layout(object):
+class Layout:
     """Where everything of one host lives."""
 
     def __init__(self, state_dir, run_dir):
@@ -186,71 +183,21 @@ class Layout(object):
                       if NAME_RE.match(e) and os.path.isfile(os.path.join(self.vms_dir, e, 'vm.json')))
 
     def read_record(self, name):
-        """The VM's record, None when it has none; RecordUnreadable when it cannot be used."""
+        """The VM's record in the current shape (vm_record.upgrade), None when it has none;
+        RecordUnreadable when it cannot be used."""
         path = self.record_path(name)
         try:
             record = read_json(path)
         except StateError as exc:
-            raise _unreadable(exc.msg, name, path)
-        if record is not None and not isinstance(record, dict):
-            raise _unreadable("record %s is not a JSON object" % path, name, path)
-        version = (record or {}).get('record_version', RECORD_VERSION)
-        if not isinstance(version, int) or version > RECORD_VERSION:
-            raise _unreadable("record %s has record_version %r; this release of cloudhv.ch reads version %d: "
-                              "it was written by a newer release" % (path, version, RECORD_VERSION), name, path)
-        return record
+            raise vm_record.unreadable(exc.msg, name, path)
+        return vm_record.upgrade(record, name=name, path=path)
 
     def write_record(self, name, record):
-        record = dict(record)
-        record['record_version'] = RECORD_VERSION
-        record['name'] = name
-        write_json_atomic(self.record_path(name), record)
+        """Write the record, stamped with this release's record_version and the VM's name."""
+        write_json_atomic(self.record_path(name), vm_record.stamp(record, name))
 
 
-def _unreadable(problem, name, path):
-    """RecordUnreadable: the problem, then the way out."""
-    return RecordUnreadable("%s. Restore the record from a backup, or remove the VM with cloudhv.ch.ch_vm "
-                            "name=%s state=absent force=true (stops its VMM, removes its taps, run files and "
-                            "record; keeps its disks)" % (problem, name), path=path, problem=problem)
-
-
-def record_taps(record):
-    """Tap names a record owns (generated for bridge networks)."""
-    taps = []
-    for net in (record or {}).get('networks') or []:
-        if net.get('tap') and net.get('managed_tap'):
-            taps.append(net['tap'])
-    return taps
-
-
-# The marker of an operation that must be finished or undone if the run dies (snapshot.py writes
-# it; every ch_vm run reads it, so it lives here and not in the snapshot engine).
-MARKER = '.snapshot-in-progress.json'
-
-
-def marker_path(layout, vm):
-    return os.path.join(layout.vm_dir(vm), MARKER)
-
-
-def write_marker(layout, vm, data):
-    data = dict(data, vm=vm, pid=os.getpid(), started=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
-    write_json_atomic(marker_path(layout, vm), data)
-
-
-def read_marker(layout, vm):
-    data = read_json(marker_path(layout, vm))
-    return data if isinstance(data, dict) else None
-
-
-def clear_marker(layout, vm):
-    try:
-        os.unlink(marker_path(layout, vm))
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-
-
-class VmLock(object):
+class VmLock:
     """Exclusive per-VM flock with a bounded wait; raises BusyError when it times out.
 
     Re-entrant within one process is not needed: each module run takes the lock once.

@@ -17,9 +17,6 @@ compares it with the specs in shared/ch-api/.
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
 

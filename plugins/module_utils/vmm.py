@@ -10,7 +10,8 @@
   chmod 0600 once it answers (whatever the binary does about modes); we wait
   (5 ms poll) until ``vmm.ping`` answers and fail fast with the log's tail if the process exits.
 * ``launcher='systemd'`` runs the same command line as a transient unit
-  (``cloudhv-vmm-<socket name>.service``) with ``systemd-run``: its own cgroup, so it outlives
+  (``cloudhv-vmm-<socket name>.<state_dir tag>.service``, see :func:`unit_name`) with
+  ``systemd-run``: its own cgroup, so it outlives
   whatever ran the module (ansible-pull from a timer whose cgroup is killed at exit); the unit
   appends to the same log and has the same umask, the pid file holds its MainPID, and the wait for
   ``vmm.ping`` is the same. ``auto`` and ``direct`` launch directly.
@@ -22,9 +23,6 @@
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import shutil
@@ -39,6 +37,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     VmmError,
     VmmNotReachable,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.fsutil import unlink_quiet as _unlink
 from ansible_collections.cloudhv.ch.plugins.module_utils.process import (
     exited,
     log_launch,
@@ -47,9 +46,9 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.process import (
     running_pid,
     send_signal,
     spawn_detached,
-    unlink_quiet as _unlink,
     write_pid as _write_pid,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import state_dir_tag
 
 POLL = 0.005          # launch wait: poll period (s)
 STOP_POLL = 0.02      # stop ladder: poll period (s)
@@ -69,12 +68,17 @@ def socket_accepts(path):
         sock.close()
 
 
-class Vmm(object):
-    """One CH process, identified by its API socket and pid file."""
+class Vmm:
+    """One CH process, identified by its API socket and pid file.
 
-    def __init__(self, binary, socket_path, pid_file, log_file, api_timeout=30.0, launcher='auto'):
+    ``state_dir``: the VM's state_dir, which names its systemd unit (see :func:`unit_name`);
+    without it the unit has the name of earlier releases, the same for a VM of the same name in
+    every state_dir."""
+
+    def __init__(self, binary, socket_path, pid_file, log_file, api_timeout=30.0, launcher='auto', state_dir=None):
         self.binary = binary
         self.launcher = launcher or 'auto'
+        self.state_dir = state_dir
         self.socket_path = socket_path
         self.pid_file = pid_file
         self.log_file = log_file
@@ -141,7 +145,7 @@ class Vmm(object):
         return self.launcher == 'systemd'
 
     def unit_name(self):
-        return unit_name(self.socket_path)
+        return unit_name(self.socket_path, self.state_dir)
 
     def launch(self, args=(), env=None, start_timeout=10.0):
         """Start the VMM and return its pid once ``vmm.ping`` answers."""
@@ -326,15 +330,25 @@ class Vmm(object):
         return removed
 
 
-def unit_name(socket_path):
-    """``cloudhv-vmm-<socket name without .sock>.service``; a character a unit name cannot hold
-    becomes ``\\xNN`` (VM names never have one)."""
+def unit_name(socket_path, state_dir=None):
+    """The VMM's transient unit: ``cloudhv-vmm-<socket name without .sock>.<tag>.service``, the tag
+    being ``store.state_dir_tag(state_dir)`` (8 hex digits), so that VMs of the same name in two
+    state_dirs have units of their own; a dot separates it because VM names never hold one. A
+    character a unit name cannot hold becomes ``\\xNN`` (VM names never have one). At most 12 + 48
+    + 9 + 8 = 77 characters for a VM name (systemd allows 255).
+
+    Without ``state_dir``: ``cloudhv-vmm-<name>.service``, the name of earlier releases. A VMM
+    started under that name is still found and stopped: it is found through the pid file and the
+    socket, and stopped with the API and signals to its pid, never through its unit name; its unit
+    was started with ``--collect``, so systemd drops it when the VMM exits, even after a failure."""
     base = os.path.basename(socket_path)
     if base.endswith('.sock'):
         base = base[:-len('.sock')]
     escaped = ''.join(c if c.isascii() and (c.isalnum() or c in ':_.-') else '\\x%02x' % ord(c)
                       for c in base)
-    return 'cloudhv-vmm-%s.service' % escaped
+    if state_dir is None:
+        return 'cloudhv-vmm-%s.service' % escaped
+    return 'cloudhv-vmm-%s.%s.service' % (escaped, state_dir_tag(state_dir))
 
 
 def _systemd_run():

@@ -3,9 +3,6 @@
 # Copyright: cloudhv.ch contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 module: ch_network
@@ -382,7 +379,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.cloudhv.ch.plugins.module_utils.common import common_argument_spec, run_module
 from ansible_collections.cloudhv.ch.plugins.module_utils.firewall import Nft
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
-from ansible_collections.cloudhv.ch.plugins.module_utils.network import NetworkManager, desired_from_params
+from ansible_collections.cloudhv.ch.plugins.module_utils.network import NetworkManager
+from ansible_collections.cloudhv.ch.plugins.module_utils.network_options import desired_from_params
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
 
 

@@ -3,9 +3,6 @@
 # Copyright: cloudhv.ch contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 module: ch_snapshot
@@ -61,18 +58,8 @@ options:
     description: With O(state=restored), V(true) leaves the VM running and V(false) paused.
     type: bool
     default: true
-  memory_restore_mode:
-    description:
-      - How CH loads the guest memory on restore. V(copy) reads it all; V(ondemand) maps it lazily
-        (needs userfaultfd access).
-    type: str
-    choices: [copy, ondemand]
-    default: copy
-  prefault:
-    description: Pre-fault the guest memory on restore. Not possible with O(memory_restore_mode=ondemand).
-    type: bool
-    default: false
 extends_documentation_fragment:
+  - cloudhv.ch.restore_options
   - cloudhv.ch.common
   - cloudhv.ch.common.action_group
   - cloudhv.ch.common.attributes
@@ -164,8 +151,9 @@ changes:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import restore_options
 from ansible_collections.cloudhv.ch.plugins.module_utils.common import common_argument_spec, run_module
-from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot import SnapshotManager
+from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot_engine import SnapshotManager
 
 
 def argument_spec():
@@ -176,8 +164,7 @@ def argument_spec():
         path=dict(type='path'),
         include_disks=dict(type='bool', default=True),
         resume=dict(type='bool', default=True),
-        memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']),
-        prefault=dict(type='bool', default=False),
+        **restore_options.argument_spec()
     )
 
 

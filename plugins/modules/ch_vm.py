@@ -3,9 +3,6 @@
 # Copyright: cloudhv.ch contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 module: ch_vm
@@ -87,13 +84,16 @@ options:
         description: A snapshot directory, instead of O(clone_from.vm).
         type: path
       memory_restore_mode:
-        description: How CH loads the guest memory (V(ondemand) maps it lazily; needs userfaultfd).
+        # the text of doc_fragments/restore_options.py (tests/unit/test_restore_options.py)
+        description:
+          - How CH loads the guest memory on restore. V(copy) reads it all; V(ondemand) maps it lazily
+            (needs userfaultfd access).
         type: str
         choices: [copy, ondemand]
         default: copy
       prefault:
         description:
-          - Populate the guest memory when restoring (CH's C(prefault)), so the clone does not fault it
+          - Populate the guest memory when restoring (CH's C(prefault)), so the guest does not fault it
             in page by page later. Needs O(clone_from.memory_restore_mode=copy).
         type: bool
         default: false
@@ -358,9 +358,11 @@ options:
       - How the VMM is started.
       - V(direct) runs it as a detached process in its own session (stdin C(/dev/null), output
         appended to the VM's C(ch.log)).
-      - V(systemd) runs it as a transient systemd unit, C(cloudhv-vmm-<name>.service), with
-        C(systemd-run). The VMM then has its own cgroup and survives the end of whatever ran Ansible,
-        for example C(ansible-pull) started by a systemd timer, whose cgroup is killed when it exits.
+      - V(systemd) runs it as a transient systemd unit, C(cloudhv-vmm-<name>.<tag>.service), with
+        C(systemd-run); C(<tag>) is 8 hex digits of the SHA-256 of the real path of O(state_dir), so that
+        VMs of the same name in two state_dirs do not clash. The VMM then has its own cgroup and survives
+        the end of whatever ran Ansible, for example C(ansible-pull) started by a systemd timer, whose
+        cgroup is killed when it exits.
         Its output is still appended to the VM's C(ch.log). Needs systemd as PID 1 and the right to
         start system units; when C(systemd-run) fails, its own message is reported.
       - V(auto) is V(direct) in this release, because the V(systemd) launch is not exercised against a
@@ -372,8 +374,10 @@ options:
     choices: [auto, direct, systemd]
   autostart:
     description:
-      - Boot the VM when the host starts. Writes C(/etc/systemd/system/cloudhv-<name>.service) and
-        enables it; the unit recreates the VM's taps, starts CH, and creates and boots the VM from
+      - Boot the VM when the host starts. Writes C(/etc/systemd/system/cloudhv-vm-<name>.<tag>.service) and
+        enables it (C(<tag>) as for O(launcher=systemd), 8 hex digits of the SHA-256 of the real path of
+        O(state_dir)); the unit C(cloudhv-<name>.service) that earlier releases wrote for this VM is disabled
+        and removed; the unit recreates the VM's taps, starts CH, and creates and boots the VM from
         the stored C(<state_dir>/vms/<name>/vmconfig.json) with C(ch-remote) (expected next to O(binary)).
       - Needs systemd as PID 1; fails clearly, before changing anything, elsewhere.
       - V(false) removes the unit if the collection wrote one; O(state=absent) removes it too.
@@ -581,120 +585,23 @@ changes:
   sample: [start the VM]
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.common import (
-    common_argument_spec,
     run_module,
     secret_invocation,
 )
-from ansible_collections.cloudhv.ch.plugins.module_utils import autostart
-from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
-from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import VmManager
-
-RATE = dict(bandwidth=dict(type='int'), iops=dict(type='int'))
-CONSOLE = ['off', 'null', 'pty', 'tty', 'file', 'socket']
-
-
-def argument_spec():
-    return common_argument_spec(
-        name=dict(type='str', required=True),
-        state=dict(type='str', default='running',
-                   choices=['running', 'present', 'stopped', 'paused', 'restarted', 'absent', 'standby']),
-        clone_from=dict(type='dict', options=dict(
-            vm=dict(type='str'), snapshot=dict(type='str'), path=dict(type='path'),
-            memory_restore_mode=dict(type='str', default='copy', choices=['copy', 'ondemand']),
-            prefault=dict(type='bool', default=False),
-            disks=dict(type='str', default='copy', choices=['copy', 'overlay']))),
-        # Unset (None) keeps the VM's recorded value (a clone's: its source's); a new VM gets the default
-        # (see spec.normalize).
-        cpus=dict(type='int'),
-        max_cpus=dict(type='int'),
-        memory=dict(type='raw'),
-        memory_hotplug=dict(type='raw'),
-        hugepages=dict(type='bool'),
-        shared_memory=dict(type='bool'),
-        balloon=dict(type='dict', options=dict(     # balloon: {} removes it (unset keeps it)
-            size=dict(type='raw'),
-            deflate_on_oom=dict(type='bool'),
-            free_page_reporting=dict(type='bool'))),
-        firmware=dict(type='path'),
-        kernel=dict(type='path'),
-        cmdline=dict(type='str'),
-        initramfs=dict(type='path'),
-        disks=dict(type='list', elements='dict', options=dict(
-            path=dict(type='path', required=True),
-            readonly=dict(type='bool', default=False),
-            direct=dict(type='bool', default=False),
-            image_type=dict(type='str', choices=['raw', 'qcow2', 'vhdx', 'fixedvhd']),
-            id=dict(type='str'),
-            serial=dict(type='str'),
-            size=dict(type='raw'),
-            backing_file=dict(type='path'),
-            rate_limit=dict(type='dict', options=RATE))),
-        networks=dict(type='list', elements='dict', options=dict(
-            bridge=dict(type='str'),
-            tap=dict(type='str'),
-            mac=dict(type='str'),
-            address=dict(type='str'),
-            ip=dict(type='str'),
-            mask=dict(type='str'),
-            mtu=dict(type='int'),
-            num_queues=dict(type='int'),
-            id=dict(type='str'),
-            rate_limit=dict(type='dict', options=dict(bandwidth=dict(type='int'), pps=dict(type='int'))))),
-        cloud_init=dict(type='dict', options=dict(
-            user_data=dict(type='raw', no_log=True),
-            meta_data=dict(type='dict'),
-            network_config=dict(type='raw'))),
-        serial=dict(type='str', choices=CONSOLE),
-        console=dict(type='str', choices=CONSOLE),
-        vsock=dict(type='dict', options=dict(cid=dict(type='int'), socket=dict(type='path'))),  # {} removes it
-        devices=dict(type='list', elements='path'),
-        platform=dict(type='dict', options=dict(
-            uuid=dict(type='str'), serial_number=dict(type='str'),
-            oem_strings=dict(type='list', elements='str'))),
-        extra_config=dict(type='dict'),
-        apply_changes=dict(type='str', default='live', choices=['live', 'restart', 'never']),
-        stop_timeout=dict(type='float', default=30.0),
-        force=dict(type='bool', default=False),
-        purge=dict(type='bool', default=False),
-        launcher=dict(type='str', choices=['auto', 'direct', 'systemd']),
-        autostart=dict(type='bool', default=False),
-    )
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm_engine import converge_vm
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm_options import argument_spec
 
 
 def action(module):
-    params = module.params
-    wants_unit = params['autostart'] and params['state'] != 'absent'
-    if wants_unit and autostart.pid1_name() != 'systemd':
-        raise HostError("autostart: needs systemd as PID 1, and this host runs %s; set autostart: false"
-                        % autostart.pid1_name(), option='autostart')
-    manager = VmManager(params, check_mode=module.check_mode)
-    result = manager.converge(params['state'])
-    unit_changes = autostart.converge(
-        params['name'], wants_unit, manager.vm_dir, config=result['vm'].get('config'),
-        unit_args=_unit_args(params, manager, result), check_mode=module.check_mode)
-    if unit_changes:
-        result['changes'] = result['changes'] + unit_changes
-        result['changed'] = True
+    result = converge_vm(module.params, check_mode=module.check_mode)
     for warning in result.pop('warnings', []):
         module.warn(warning)
     if not module._diff:
         result.pop('diff', None)
     return result
-
-
-def _unit_args(params, manager, result):
-    nets = dict((n.get('id'), n) for n in (result['vm'].get('config') or {}).get('net') or [])
-    taps = [{'tap': n['tap'], 'bridge': n['bridge'],
-             'multi_queue': (nets.get(n['id'], {}).get('num_queues') or 2) > 2}
-            for n in result['vm'].get('networks') or [] if n.get('bridge')]
-    return {'binary': params['binary'],
-            'ch_remote': os.path.join(os.path.dirname(params['binary']), 'ch-remote'),
-            'socket_path': manager.vmm.socket_path, 'taps': taps, 'stop_timeout': params['stop_timeout']}
 
 
 def main():

@@ -3,9 +3,6 @@
 # Copyright: cloudhv.ch contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 module: ch_vm_info
@@ -155,7 +152,7 @@ vms:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.common import common_argument_spec, run_module
-from ansible_collections.cloudhv.ch.plugins.module_utils.lifecycle import vm_infos
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm_info import vm_infos
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout, check_name
 
 

@@ -8,11 +8,12 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
-from ansible_collections.cloudhv.ch.plugins.module_utils import store
+from ansible_collections.cloudhv.ch.plugins.module_utils import recovery
+from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot_store as snapmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
 from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm import Vm
 
 
 def vm_args(hv, name='web1', **extra):
@@ -377,12 +378,12 @@ def test_fork_from_running(hv_ns, tmp_path, mode):
     # goes once the fork runs, except with ondemand, where CH reads the guest memory from it
     assert infos['web1']['snapshots'] == []
     assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', 'snapshots'))
-    leftovers = [f for f in hv.files() if '.partial' in f or store.MARKER in f]
+    leftovers = [f for f in hv.files() if '.partial' in f or recovery.MARKER in f]
     assert leftovers == []
     work = os.path.join(fork_dir, 'clone-source')
     bodies = restore_bodies(hv.request_log)
     assert bodies[-1]['source_url'] == 'file://' + work, bodies
-    assert bodies[-1]['memory_restore_mode'] == snapmod.MEMORY_RESTORE_MODES[mode], bodies
+    assert bodies[-1]['memory_restore_mode'] == {'copy': 'Copy', 'ondemand': 'OnDemand'}[mode], bodies
     if mode == 'ondemand':
         assert sorted(os.listdir(work)) == ['config.json', 'memory-ranges', 'state.json']
         return
@@ -392,8 +393,8 @@ def test_fork_from_running(hv_ns, tmp_path, mode):
     os.makedirs(work)
     with open(os.path.join(work, 'memory-ranges'), 'wb') as handle:
         handle.truncate(1 << 20)
-    store.write_marker(Layout(hv.state_dir, hv.run_dir), 'web2',
-                       {'op': 'clone', 'files': [], 'work': work, 'memory_restore_mode': mode})
+    recovery.write_marker(Vm(Layout(hv.state_dir, hv.run_dir), 'web2', None, host='-'),
+                          {'op': 'clone', 'files': [], 'work': work, 'memory_restore_mode': mode})
     finished = hv.vm(**fork)
     assert finished['changes'] == ['finish an interrupted clone (its restore had completed)'], finished
     assert not os.path.exists(work) and hv.pid('web2') == fork_pid
@@ -494,8 +495,8 @@ def test_absent_removes_what_an_interrupted_clone_left(hv):
     partial = os.path.join(vm_dir, 'root.raw')
     with open(partial, 'wb') as handle:
         handle.write(b'half a copy')
-    store.write_marker(layout, 'web2', {'op': 'clone', 'files': [partial],
-                                        'work': os.path.join(vm_dir, snapmod.CLONE_SOURCE)})
+    recovery.write_marker(Vm(layout, 'web2', None, host='-'), {'op': 'clone', 'files': [partial],
+                                                               'work': os.path.join(vm_dir, snapmod.CLONE_SOURCE)})
     out = batch(hv, ('predict', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}, True),
                 ('absent', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}),
                 ('again', 'cloudhv.ch.ch_vm', {'name': 'web2', 'state': 'absent'}),
@@ -503,7 +504,7 @@ def test_absent_removes_what_an_interrupted_clone_left(hv):
     assert out['absent']['changes'] == ['remove what an interrupted clone left in %s' % vm_dir], out['absent']
     assert out['predict']['changes'] == out['absent']['changes'], out['predict']
     assert not os.path.exists(partial) and not os.path.exists(os.path.join(vm_dir, snapmod.CLONE_SOURCE))
-    assert store.read_marker(layout, 'web2') is None
+    assert recovery.read_marker(Vm(layout, 'web2', None, host='-')) is None
     assert out['again']['changed'] is False and out['again-check']['changed'] is False
 
 
@@ -533,7 +534,7 @@ def test_snapshot_on_a_full_filesystem_fails_cleanly(hv):
         assert not os.path.exists(target)
         assert [f for f in os.listdir(mnt) if f != 'filler'] == []
         assert vm_state(hv) == 'running' and hv.pid('web1') == pid
-        assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', store.MARKER))
+        assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1', recovery.MARKER))
     finally:
         subprocess.run(['umount', '-l', mnt], check=False)
 
@@ -569,7 +570,7 @@ def test_killed_mid_snapshot_is_repaired_by_the_next_run(hv):
     with open(os.path.join(partial, 'config.json'), 'w') as handle:
         handle.write('{')
     # what a run killed between vm.pause and its resume leaves behind
-    snapmod.write_marker(layout, 'web1', {'op': 'snapshot', 'tmp': partial, 'dest': final, 'was_running': True})
+    recovery.write_marker(Vm(layout, 'web1', None, host='-'), {'op': 'snapshot', 'tmp': partial, 'dest': final, 'was_running': True})
     with ChClient(layout.socket_path('web1')) as client:
         client.pause()
     assert vm_state(hv) == 'paused'
@@ -578,7 +579,7 @@ def test_killed_mid_snapshot_is_repaired_by_the_next_run(hv):
     assert any('resume the VM left paused' in c for c in res['changes']), res['changes']
     assert vm_state(hv) == 'running' and hv.pid('web1') == pid
     assert not os.path.exists(partial) and not os.path.exists(final)
-    assert not os.path.exists(store.marker_path(layout, 'web1'))
+    assert not os.path.exists(os.path.join(layout.vm_dir('web1'), recovery.MARKER))
     assert hv.vm(**vm_args(hv))['changed'] is False
 
 
@@ -612,7 +613,7 @@ def test_bad_input_fails_clearly_and_touches_nothing(hv, module, args, option, f
 def test_restore_refused_by_ch_puts_the_disks_back(hv, monkeypatch):
     """Engine level: CH refusing vm.restore leaves the VM stopped with its own disks, not half-done."""
     from ansible_collections.cloudhv.ch.plugins.module_utils.errors import ChApiError, StateError
-    from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot import SnapshotManager
+    from ansible_collections.cloudhv.ch.plugins.module_utils.snapshot_engine import SnapshotManager
     hv.vm(**vm_args(hv))
     assert snap(hv)['changed']
     disk = disk_path(hv)
@@ -631,6 +632,6 @@ def test_restore_refused_by_ch_puts_the_disks_back(hv, monkeypatch):
     assert proc_cmdline(pid) is None and hv.pid('web1') is None
     assert vm_state(hv) == 'stopped'
     assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith('.')]
-    assert not os.path.exists(store.marker_path(Layout(hv.state_dir, hv.run_dir), 'web1'))
+    assert not os.path.exists(os.path.join(Layout(hv.state_dir, hv.run_dir).vm_dir('web1'), recovery.MARKER))
     monkeypatch.undo()
     assert hv.vm(**vm_args(hv))['vm']['state'] == 'running'

@@ -6,12 +6,16 @@ import os
 
 import pytest
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import vmm
 from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
 
 from tests.support.ansible import BIN
 from tests.support.fake_systemd import FakeSystemd
 
-UNIT = 'cloudhv-vmm-web1.service'
+
+def unit(hv):
+    """web1's VMM unit: its name carries the tag of the state_dir."""
+    return vmm.unit_name(os.path.join(hv.run_dir, 'web1.sock'), hv.state_dir)
 
 
 @pytest.fixture
@@ -19,7 +23,7 @@ def fake(hv, tmp_path):
     fake = FakeSystemd.install(tmp_path / 'fake-systemd')
     hv.env.update(fake.env(BIN + os.pathsep + os.environ.get('PATH', '')))
     yield fake
-    record = fake.unit(UNIT)
+    record = fake.unit(unit(hv))
     if record and proc_cmdline(record['pid']):
         os.kill(record['pid'], 9)
 
@@ -51,20 +55,20 @@ def test_launcher_systemd_lifecycle_and_snapshot_restore(hv, fake):
     assert out['predict']['changed'] is True
     assert out['start']['changed'] is True and out['start']['changes'] == out['predict']['changes']
     pid = out['start']['vm']['pid']
-    assert pid and pid == fake.unit(UNIT)['pid'] == hv.pid('web1')
+    assert pid and pid == fake.unit(unit(hv))['pid'] == hv.pid('web1')
     assert out['again']['changed'] is False and out['again']['vm']['pid'] == pid
     assert out['predict again']['changed'] is False
     [launch] = fake.calls('systemd-run')                  # check mode started nothing
-    assert '--unit=%s' % UNIT in launch and launch[launch.index('--') + 1] == hv.binary
+    assert '--unit=%s' % unit(hv) in launch and launch[launch.index('--') + 1] == hv.binary
     assert record(hv)['launcher'] == 'systemd'
     assert 'cloudhv.ch: launching' in open(out['start']['vm']['log_file']).read()
 
     out = run(hv, ('stop', vm, vm_args(hv, state='stopped')), ('start', vm, vm_args(hv)))
     assert out['stop']['changed'] is True and proc_cmdline(pid) is None
-    assert ['--no-ask-password', 'reset-failed', UNIT] in fake.calls('systemctl')
+    assert ['--no-ask-password', 'reset-failed', unit(hv)] in fake.calls('systemctl')
     assert out['start']['changed'] is True
     pid = out['start']['vm']['pid']
-    assert pid == fake.unit(UNIT)['pid'] and len(fake.calls('systemd-run')) == 2
+    assert pid == fake.unit(unit(hv))['pid'] and len(fake.calls('systemd-run')) == 2
 
     # ch_snapshot has no launcher option: it restarts the VMM the recorded way
     snap = {'vm': 'web1', 'name': 's1'}
@@ -73,10 +77,10 @@ def test_launcher_systemd_lifecycle_and_snapshot_restore(hv, fake):
               ('info', 'cloudhv.ch.ch_vm_info', {'name': 'web1'}))
     assert out['snap']['changed'] is True and out['restore']['changed'] is True
     launches = fake.calls('systemd-run')
-    assert len(launches) >= 3 and all('--unit=%s' % UNIT in a for a in launches)
+    assert len(launches) >= 3 and all('--unit=%s' % unit(hv) in a for a in launches)
     new_pid = out['info']['vms'][0]['pid']
     assert out['info']['vms'][0]['state'] == 'running'
-    assert new_pid != pid and new_pid == fake.unit(UNIT)['pid'] == hv.pid('web1')
+    assert new_pid != pid and new_pid == fake.unit(unit(hv))['pid'] == hv.pid('web1')
     assert record(hv)['launcher'] == 'systemd'
 
     # a ch_vm task that leaves launcher unset keeps the recorded one: a new VMM goes through
@@ -88,11 +92,11 @@ def test_launcher_systemd_lifecycle_and_snapshot_restore(hv, fake):
     assert out['again']['changed'] is False
     assert len(fake.calls('systemd-run')) == len(launches) + 1
     new_pid = out['again']['vm']['pid']
-    assert new_pid == fake.unit(UNIT)['pid'] and record(hv)['launcher'] == 'systemd'
+    assert new_pid == fake.unit(unit(hv))['pid'] and record(hv)['launcher'] == 'systemd'
 
     out = run(hv, ('remove', vm, {'name': 'web1', 'state': 'absent', 'purge': True}))
     assert out['remove']['changed'] is True and proc_cmdline(new_pid) is None
-    assert fake.unit(UNIT) is None
+    assert fake.unit(unit(hv)) is None
 
 
 def test_systemd_run_failing_is_reported_as_is(hv, fake):

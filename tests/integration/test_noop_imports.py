@@ -60,10 +60,13 @@ def test_no_change_run_with_disk_and_bridge_imports_neither_pyroute2_nor_images(
 
     run = noop_run(hv, args)
     assert run['changed'] is False, run['changes']
-    assert ENGINE + 'lifecycle' in run['modules']           # the engine did run
+    assert ENGINE + "vm_engine" in run['modules']           # the engine did run
     assert not [m for m in run['modules'] if m.startswith('pyroute2')], run['modules']
     assert not [m for m in run['modules'] if m.startswith('pycdlib')], run['modules']   # only builds the image
     assert ENGINE + 'images' not in run['modules'] and ENGINE + 'netlink' not in run['modules'], run['modules']
+    # nor the snapshot, clone and standby engines
+    assert not [m for m in ('clone', 'snapshot_ops', 'snapshot_engine', 'snapshot_store', 'standby', 'vm_executor')
+                if ENGINE + m in run['modules']], run['modules']
 
     # a link that is not a bridge is still refused, by name (netlink confirms what sysfs does not show)
     subprocess.run(['ip', '-n', hv.netns, 'link', 'add', 'br1', 'type', 'veth', 'peer', 'name', 'br1p'], check=True)

@@ -12,7 +12,8 @@ import uuid
 
 from ansible_collections.cloudhv.ch.plugins.module_utils.firewall import Nft
 from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
-from ansible_collections.cloudhv.ch.plugins.module_utils.network import NetworkManager, desired_from_params
+from ansible_collections.cloudhv.ch.plugins.module_utils.network import NetworkManager
+from ansible_collections.cloudhv.ch.plugins.module_utils.network_options import desired_from_params
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
 from tests.support.netns import remove_netns
 

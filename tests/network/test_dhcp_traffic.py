@@ -6,6 +6,7 @@ import functools
 import json
 import time
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import vm_record
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
 
 from tests.network.netutil import DhcpClient, Topology, connect, our_table, resolve, sh
@@ -16,11 +17,9 @@ RANGE = '10.77.0.100-10.77.0.120'
 
 def write_vm(layout, name, mac, address=None):
     """A VM record as ch_vm writes it (only what the DHCP server reads: the NICs)."""
-    net = {'bridge': 'br0', 'mac': mac, 'id': 'net0', 'tap': 'chv0000000000aa', 'managed_tap': True}
-    if address:
-        net['address'] = address
+    net = vm_record.nic('chv0000000000aa', 'br0', mac=mac, **({'address': address} if address else {}))
     layout.ensure_dirs(name)
-    layout.write_record(name, {'spec': {'networks': [net]}})
+    layout.write_record(name, vm_record.build(networks=[net]))
 
 
 def test_dhcp_and_dns_pass_isolation_and_egress(topo, namespaces, engine_factory, tmp_path):

@@ -5,10 +5,19 @@ import sys
 
 import pytest
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import vm_record
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
-from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink, tap_name
+from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
+from ansible_collections.cloudhv.ch.plugins.module_utils.spec import tap_name as spec_tap_name
 
 from tests.network.netutil import links, sh
+
+
+def tap_name(seed):
+    """The collection's tap name for NIC <index> of VM <name> (seed '<name>/<index>') on a test host."""
+    vm, index = seed.split('/')
+    return spec_tap_name('test-host', vm, int(index))
+
 
 T_STOPPED = tap_name('stopped/0')      # recorded, VM not running, on br0       -> pruned
 T_STOPPED_ELSEWHERE = tap_name('stopped/1')   # recorded, VM not running, on br1 -> kept (not this bridge)
@@ -21,8 +30,11 @@ FOREIGN_VETH = tap_name('veth/0')      # our name pattern but a veth            
 
 
 def _record(layout, vm, taps):
+    """The VM's record as ch_vm writes it: its NICs under spec.networks."""
     layout.ensure_dirs(vm)
-    layout.write_record(vm, {'networks': [{'tap': t, 'bridge': b, 'managed_tap': True} for t, b in taps]})
+    layout.write_record(vm, vm_record.build(
+        networks=[vm_record.nic(t, b, net_id='net%d' % i) for i, (t, b) in enumerate(taps)],
+        run_state='running' if vm == 'running' else 'stopped'))
 
 
 @pytest.fixture
@@ -100,3 +112,20 @@ def test_absent_refused_while_a_vm_runs(scene):
     assert res['changed'] is True
     assert res['network']['pruned'] == sorted([T_STOPPED, T_ORPHAN, T_LOOSE])
     assert 'br0' not in links(netns) and T_RUNNING in links(netns)
+
+
+def test_taps_of_recorded_vms_are_theirs_without_carrier(scene):
+    """The owners come from the records ch_vm writes (spec.networks): a recorded VM's tap that no
+    process holds open (no carrier) is still that VM's. store.record_taps read a top-level
+    'networks' key that ch_vm never writes, so every tap looked like an orphan: prune_taps removed
+    recorded VMs' taps on any bridge, and state=absent, with nothing holding the tap open, went
+    ahead although the tap's VM runs (with a VMM holding it, its refusal named no VM)."""
+    engine, netns = scene
+    assert 'LOWER_UP' not in links(netns)[T_RUNNING]['flags']      # no carrier: nothing holds it open
+    check = engine.run(check=True, name='br0', prune_taps=True)
+    assert T_RUNNING not in check['network']['pruned'] and T_STOPPED_ELSEWHERE not in check['network']['pruned']
+    sh('ip', 'link', 'set', T_HELD, 'nomaster', ns=netns)
+    with pytest.raises(HostError) as info:
+        engine.run(name='br0', state='absent')
+    assert 'tap %s (VM running)' % T_RUNNING in info.value.msg, info.value.msg
+    assert info.value.details['busy_taps'] == [T_RUNNING]

@@ -13,10 +13,17 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import (
     Netlink,
     TAP_PREFIX,
     is_collection_tap,
-    tap_name,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.spec import tap_name as spec_tap_name
 
 from tests.network.netutil import links, sh, sysctl
+
+
+def tap_name(seed):
+    """The collection's tap name for NIC <index> of VM <name> (seed '<name>/<index>') on a test host."""
+    vm, index = seed.split('/')
+    return spec_tap_name('test-host', vm, int(index))
+
 
 # Open a tap by name like CH's net_util::Tap::open_named does: TUNSETIFF with
 # IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (+ IFF_MULTI_QUEUE for more than one queue pair), one fd per pair.
@@ -115,7 +122,7 @@ def test_ensure_tap_refuses_other_kinds(netns):
         with pytest.raises(HostError):
             nl.ensure_tap('chv0000000000aa', 'br0')
         with pytest.raises(HostError):
-            nl.ensure_tap(tap_name('x'), 'nobridge')
+            nl.ensure_tap(tap_name('x/0'), 'nobridge')
         with pytest.raises(OptionError):
             nl.ensure_tap('a-name-that-is-too-long', 'br0')
     assert links(netns)['chv0000000000aa']['linkinfo']['info_kind'] == 'veth'

@@ -13,9 +13,18 @@ import pytest
 
 from tests.support.ansible import run_playbook
 
-from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink, tap_name
+from ansible_collections.cloudhv.ch.plugins.module_utils import vm_record
+from ansible_collections.cloudhv.ch.plugins.module_utils.netlink import Netlink
+from ansible_collections.cloudhv.ch.plugins.module_utils.spec import tap_name as spec_tap_name
 
 from tests.network.netutil import links
+
+
+def tap_name(seed):
+    """The collection's tap name for NIC <index> of VM <name> (seed '<name>/<index>') on a test host."""
+    vm, index = seed.split('/')
+    return spec_tap_name('test-host', vm, int(index))
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INSTALL = os.path.join(REPO, 'tests', 'simulator', 'install.py')
@@ -90,9 +99,9 @@ def test_vm_on_a_ch_network_bridge(tmp_path, netns, namespaces):
 
     # the VM's record (as ch_vm writes it) and pid file: the VM is running
     (state_dir / 'vms' / 'web1').mkdir(parents=True)
-    (state_dir / 'vms' / 'web1' / 'vm.json').write_text(json.dumps(
-        {'name': 'web1', 'networks': [{'tap': single, 'bridge': 'chbr0', 'managed_tap': True},
-                                      {'tap': multi, 'bridge': 'chbr0', 'managed_tap': True}]}))
+    (state_dir / 'vms' / 'web1' / 'vm.json').write_text(json.dumps(vm_record.stamp(vm_record.build(
+        networks=[vm_record.nic(single, 'chbr0'), vm_record.nic(multi, 'chbr0', net_id='net1')],
+        run_state='running'), 'web1')))
     (run_dir / 'web1.pid').write_text('%d\n' % vmm.pid)
 
     res = run_playbook(tmp_path, tasks=[

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.cloudhv.ch.plugins.module_utils import vmm
 from ansible_collections.cloudhv.ch.plugins.module_utils.autostart import pid1_name
 
 from tests.real_ch.realch import SKIP_REASON
@@ -37,7 +38,7 @@ def unit_of(pid):
 def test_launcher_systemd(real_host):
     host = real_host
     name = host.name('sd')
-    unit = 'cloudhv-vmm-%s.service' % name
+    unit = vmm.unit_name(os.path.join(host.run_dir, '%s.sock' % name), host.state_dir)
     args = host.guest_args(name, launcher='systemd')
     try:
         first = host.ok('cloudhv.ch.ch_vm', args)

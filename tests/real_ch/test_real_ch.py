@@ -277,7 +277,7 @@ def test_autostart_unit_boots_the_vm_with_the_real_ch_remote(real_host, bridge, 
     autostart.converge(name, True, vm_dir, config=vm['config'], unit_dir=str(unit_dir), systemctl=str(systemctl),
                        require_pid1=False, unit_args={'binary': host.binary, 'ch_remote': host.ch_remote,
                                                       'socket_path': socket_path, 'taps': taps, 'stop_timeout': 3})
-    text = (unit_dir / autostart.unit_name(name)).read_text()
+    text = (unit_dir / autostart.unit_name(name, vm_dir)).read_text()
     main, stop = _run_unit(text)
     try:
         ticks = host.wait_ticks(name, count=2)

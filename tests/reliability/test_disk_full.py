@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import store
+from ansible_collections.cloudhv.ch.plugins.module_utils import recovery
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
 from tests.reliability.relutil import Host
 
@@ -113,7 +113,7 @@ def test_full_disk_during_snapshot(small, leave):
     assert_clear_failure(res)
     assert snapshot_of_files(host) == before
     assert host.temp_files() == []
-    assert not os.path.exists(store.marker_path(Layout(host.state_dir, host.run_dir), 'web1'))
+    assert not os.path.exists(os.path.join(Layout(host.state_dir, host.run_dir).vm_dir('web1'), recovery.MARKER))
     assert host.pid('web1') == pid and host.vmm_pids('web1') == [pid]
     assert vm['state'] == 'running' and vm['snapshots'] == []
     os.unlink(host.filler)

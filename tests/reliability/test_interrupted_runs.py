@@ -14,9 +14,10 @@ import os
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
-from ansible_collections.cloudhv.ch.plugins.module_utils import store
+from ansible_collections.cloudhv.ch.plugins.module_utils import recovery
+from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot_store as snapmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.api import ChClient
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm import Vm
 from tests.reliability.relutil import pid_gone, read_requests, taps, wait_for
 
 DELAY = '0.5'
@@ -65,7 +66,7 @@ def assert_consistent(host, info, states):
             assert host.vmm_pids(name) == [], name
             assert not os.path.exists(host.socket(name)), 'stale socket of %s' % name
             assert not os.path.exists(host.pid_file(name)), 'stale pid file of %s' % name
-        assert not os.path.exists(store.marker_path(host_layout(host), name))
+        assert not os.path.exists(os.path.join(host_layout(host).vm_dir(name), recovery.MARKER))
     assert taps(host.netns) == expected_taps
 
 
@@ -208,7 +209,7 @@ def test_killed_during_restore(slow, endpoint):
     host.interrupt([{'name': 'restore', 'cloudhv.ch.ch_snapshot': restore}], endpoint,
                    method='GET' if endpoint == 'vmm.ping' else 'PUT')
     assert os.path.exists(disk) and host.record('web1')
-    assert os.path.exists(store.marker_path(host_layout(host), 'web1'))      # killed mid-restore
+    assert os.path.exists(os.path.join(host_layout(host).vm_dir('web1'), recovery.MARKER))      # killed mid-restore
     first, info = converge(host, args)
     content = read_at(disk, 8)
     assert content in (b'SNAPSHOT', b'LATER---'), content
@@ -252,7 +253,7 @@ def test_killed_during_clone(slow, source):
     assert record is None or record['spec']['networks'][0]['tap'] != host.record('web1')['spec']['networks'][0]['tap']
     # the clone's marker says what to do: finish the clone (record written), or remove its
     # half-made files and clone again (no record)
-    assert snapmod.read_marker(host_layout(host), 'web2')['op'] == 'clone'
+    assert recovery.read_marker(Vm(host_layout(host), 'web2', None, host='-'))['op'] == 'clone'
     start = len(read_requests(host.request_log))
     first, info = converge(host, clone)
     if record is not None:

@@ -5,7 +5,8 @@ import pytest
 from ansible_collections.cloudhv.ch.plugins.module_utils import dhcp
 from ansible_collections.cloudhv.ch.plugins.module_utils import firewall as fw
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError
-from ansible_collections.cloudhv.ch.plugins.module_utils.network import desired_from_params, plan
+from ansible_collections.cloudhv.ch.plugins.module_utils.network import plan
+from ansible_collections.cloudhv.ch.plugins.module_utils.network_options import desired_from_params
 
 PATHS = {'leases': '/s/dhcp/br0.leases', 'hosts': '/r/dhcp/br0/hosts', 'names': '/r/dhcp/br0/names'}
 MAC = '02:00:00:00:00:05'

@@ -98,7 +98,7 @@ def _reflink_works(directory):
 ])
 def test_detect_image_type(path, expected):
     assert spec.detect_image_type(path) == expected
-    assert images.CH_IMAGE_TYPES[expected] in ('Raw', 'Qcow2', 'Vhdx', 'FixedVhd')
+    assert spec.CH_IMAGE_TYPES[expected] in ('Raw', 'Qcow2', 'Vhdx', 'FixedVhd')
 
 
 @needs_qemu_img

@@ -7,11 +7,11 @@ import pytest
 from ansible_collections.cloudhv.ch.plugins.module_utils import firewall as fw
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError, OptionError
 from ansible_collections.cloudhv.ch.plugins.module_utils.network import (
-    desired_from_params,
     in_use,
     plan,
     prune_candidates,
 )
+from ansible_collections.cloudhv.ch.plugins.module_utils.network_options import desired_from_params
 
 TAP_A = 'chv0000000000aa'
 TAP_B = 'chv0000000000bb'

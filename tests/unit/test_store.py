@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import store
+from ansible_collections.cloudhv.ch.plugins.module_utils import store, vm_record
 
 
 def test_ensure_dir_creates_private_dirs(tmp_path):
@@ -75,8 +75,11 @@ def test_current_and_older_records_are_read(tmp_path):
     layout = store.Layout(str(tmp_path / 's'), str(tmp_path / 'r'))
     os.makedirs(layout.vm_dir('web1'))
     layout.write_record('web1', {'spec': {}})
-    assert layout.read_record('web1')['record_version'] == store.RECORD_VERSION
+    assert layout.read_record('web1')['record_version'] == vm_record.RECORD_VERSION
     with open(layout.record_path('web1'), 'w') as handle:
         handle.write('{"spec": {}}')          # the first records had no record_version
-    assert layout.read_record('web1') == {'spec': {}}
+    # read in the current shape: vm_record.upgrade stamps the version (the file is left as it is)
+    assert layout.read_record('web1') == {'spec': {}, 'record_version': vm_record.RECORD_VERSION}
+    with open(layout.record_path('web1')) as handle:
+        assert handle.read() == '{"spec": {}}'
     assert layout.read_record('web2') is None

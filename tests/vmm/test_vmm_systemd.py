@@ -2,6 +2,7 @@
 (tests/support/fake_systemd.py; PID 1 here is not systemd). What a real systemd does with the same
 command lines is covered by tests/real_ch/test_launcher_systemd.py on a host that has one."""
 import os
+import re
 import signal
 import stat
 import time
@@ -11,8 +12,9 @@ import pytest
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm, unit_name
 from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline
+from ansible_collections.cloudhv.ch.plugins.module_utils.store import state_dir_tag
 
-from tests.engine.conftest import EXITS_AT_ONCE
+from tests.vmm.conftest import EXITS_AT_ONCE
 from tests.support.fake_systemd import FakeSystemd
 from tests.support.sim import sim_env
 
@@ -55,8 +57,74 @@ def option(flag, calls):
 
 
 def test_unit_name():
+    # without a state_dir: the name of earlier releases
     assert unit_name('/run/cloudhv/web-1.sock') == 'cloudhv-vmm-web-1.service'
     assert unit_name('/run/x/a b.sock') == 'cloudhv-vmm-a\\x20b.service'
+    tag = state_dir_tag('/var/lib/cloudhv')
+    assert re.match(r'^[0-9a-f]{8}$', tag)
+    assert unit_name('/run/cloudhv/web-1.sock', '/var/lib/cloudhv') == 'cloudhv-vmm-web-1.%s.service' % tag
+    assert unit_name('/run/x/a b.sock', '/s') == 'cloudhv-vmm-a\\x20b.%s.service' % state_dir_tag('/s')
+
+
+UNIT_RE = re.compile(r'^[A-Za-z0-9:_.\\-]{1,247}\.service$')
+
+
+def test_unit_names_differ_between_state_dirs(tmp_path):
+    """Two state_dirs with a VM of the same name on one host: the name came from the VM name alone."""
+    one = unit_name('/run/a/web1.sock', str(tmp_path / 'a'))
+    two = unit_name('/run/b/web1.sock', str(tmp_path / 'b'))
+    assert one != two
+    for unit in (one, two):
+        assert UNIT_RE.match(unit) and unit.startswith('cloudhv-vmm-web1.'), unit     # readable: the VM's name
+    longest = unit_name('/run/cloudhv/%s.sock' % ('w' * 48), '/var/lib/cloudhv')
+    assert UNIT_RE.match(longest) and len(longest) == 77
+    # the same state_dir however it is spelled: the same unit
+    (tmp_path / 'a').mkdir()
+    os.symlink(str(tmp_path / 'a'), str(tmp_path / 'link'))
+    assert unit_name('/run/a/web1.sock', str(tmp_path / 'link')) == one
+    assert unit_name('/run/a/web1.sock', str(tmp_path / 'a') + '/') == one
+
+
+def test_same_vm_name_in_two_state_dirs_runs_twice(tmp_path, sim_binary, fake):
+    """Both VMMs run, each in its own unit (systemd-run refused the second: 'already loaded')."""
+    made = []
+    try:
+        for where in ('a', 'b'):
+            run = tmp_path / where / 'run'
+            run.mkdir(parents=True)
+            made.append(Vmm(sim_binary, str(run / 'web1.sock'), str(run / 'web1.pid'), str(tmp_path / where / 'ch.log'),
+                            api_timeout=5, launcher='systemd', state_dir=str(tmp_path / where / 'state')))
+            made[-1].launch()
+        units = [vmm.unit_name() for vmm in made]
+        assert units[0] != units[1]
+        assert [fake.unit(u)['pid'] for u in units] == [vmm.pid() for vmm in made]
+        assert all(vmm.client().ping() for vmm in made)
+        for vmm in made:
+            vmm.stop(force=True)
+        assert [fake.unit(u) for u in units] == [None, None]
+    finally:
+        for vmm in made:
+            vmm.close()
+            if vmm.pid():
+                os.kill(vmm.pid(), signal.SIGKILL)
+
+
+def test_a_vmm_started_under_the_earlier_unit_name_is_found_and_stopped(make_unit_vmm, fake, tmp_path):
+    """A VMM launched by an earlier release (unit cloudhv-vmm-<name>.service) is the VM's VMM for
+    this release too: found through the pid file and socket, stopped with the API and signals, and
+    its unit (started with --collect) is gone once it exits."""
+    old = make_unit_vmm()
+    pid = old.launch()
+    assert fake.unit(UNIT)['pid'] == pid
+    new = Vmm(old.binary, old.socket_path, old.pid_file, old.log_file, api_timeout=5, launcher='systemd',
+              state_dir=str(tmp_path / 'state'))
+    assert new.unit_name() != UNIT
+    assert new.pid() == pid and new.client().ping()
+    assert new.stop(timeout=5) == ['vmm-shutdown']         # no VM created: vmm.shutdown ends it
+    assert proc_cmdline(pid) is None and new.pid() is None
+    assert not os.path.exists(new.socket_path) and not os.path.exists(new.pid_file)
+    assert fake.unit(UNIT) is None and fake.unit(new.unit_name()) is None
+    new.close()
 
 
 def test_launch_runs_a_transient_unit(make_unit_vmm, fake, sim_binary):

@@ -13,7 +13,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import VmmError
 from ansible_collections.cloudhv.ch.plugins.module_utils.process import proc_cmdline, process_gone, running_pid
 from ansible_collections.cloudhv.ch.plugins.module_utils.vmm import Vmm
 
-from tests.engine.conftest import EXITS_AT_ONCE
+from tests.vmm.conftest import EXITS_AT_ONCE
 from tests.support.sim import sim_env
 
 

@@ -29,7 +29,7 @@ def _ip_link(res, name):
     return json.loads(out['stdout'])[0] if out['rc'] == 0 else None
 
 
-def test_lifecycle(tmp_path, netns):
+def test_ch_network_playbook(tmp_path, netns):
     first = ['10.77.0.1/24', 'fd00:77::1/64']
     second = ['10.88.0.1/24', 'fd00:88::1/64']
     tasks = [

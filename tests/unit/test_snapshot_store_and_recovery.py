@@ -1,4 +1,4 @@
-"""Pure logic of module_utils/snapshot.py: versions, option inheritance for clones, snapshot
+"""Pure logic of the snapshot store (snapshot_store.py) and the crash-marker repairs (recovery.py): versions, option inheritance for clones, snapshot
 verification, and the repair of interrupted runs against a table of fake VMM states."""
 import json
 import os
@@ -6,9 +6,12 @@ import stat
 
 import pytest
 
-from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot as snapmod
+from ansible_collections.cloudhv.ch.plugins.module_utils import recovery
+from ansible_collections.cloudhv.ch.plugins.module_utils import snapshot_store as snapmod
 from ansible_collections.cloudhv.ch.plugins.module_utils.errors import OptionError, StateError
+from ansible_collections.cloudhv.ch.plugins.module_utils.fsutil import sha256_file
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import Layout
+from ansible_collections.cloudhv.ch.plugins.module_utils.vm import Vm
 
 
 @pytest.mark.parametrize('text,major', [('53.0.0', 53), ('v53.0', 53), ('52.1', 52), (None, None), ('x', None)])
@@ -31,8 +34,8 @@ def make_snapshot(tmp_path, version='53.0.0'):
     (path / 'state.json').write_text('{"version": "%s"}' % version)
     with open(str(path / 'memory-ranges'), 'wb') as handle:
         handle.truncate(1 << 20)
-    files = {'config.json': {'sha256': snapmod.sha256_file(str(path / 'config.json'))},
-             'state.json': {'sha256': snapmod.sha256_file(str(path / 'state.json'))},
+    files = {'config.json': {'sha256': sha256_file(str(path / 'config.json'))},
+             'state.json': {'sha256': sha256_file(str(path / 'state.json'))},
              'memory-ranges': {'size': 1 << 20}}
     return str(path), {'vm': 'web1', 'name': 's1', 'ch_version': version, 'files': files, 'disks': []}
 
@@ -60,6 +63,13 @@ def test_verify_refuses_damage(tmp_path, damage, fragment):
     with pytest.raises(StateError) as exc:
         snapmod.verify(path, manifest, fake_binary(tmp_path, '53.0'))
     assert fragment in exc.value.msg
+
+
+def vm_handle(layout, vmm):
+    """A Vm handle on web1 whose VMM is ``vmm``."""
+    vm = Vm(layout, 'web1', '/bin/true', host='-')
+    vm.vmm = vmm
+    return vm
 
 
 class FakeClient(object):
@@ -104,14 +114,14 @@ def test_repair_of_an_interrupted_snapshot(tmp_path, op, was_running, state, che
     layout.ensure_dirs('web1')
     partial = str(tmp_path / '.s1.partial')
     os.mkdir(partial)
-    snapmod.write_marker(layout, 'web1', {'op': op, 'tmp': partial, 'dest': str(tmp_path / 's1'),
-                                          'was_running': was_running})
+    recovery.write_marker(vm_handle(layout, None), {'op': op, 'tmp': partial, 'dest': str(tmp_path / 's1'),
+                          'was_running': was_running})
     vmm = FakeVmm(state)
-    changes, did_resume = snapmod.repair(layout, 'web1', vmm, check_mode=check_mode)
+    changes, did_resume = recovery.repair(vm_handle(layout, vmm), check_mode=check_mode)
     assert did_resume is resumed and vmm.calls == calls
     assert any('partial snapshot' in c for c in changes)
     assert os.path.exists(partial) is check_mode
-    assert (snapmod.read_marker(layout, 'web1') is not None) is check_mode
+    assert (recovery.read_marker(vm_handle(layout, vmm)) is not None) is check_mode
 
 
 def test_repair_of_an_interrupted_restore_puts_disks_back(tmp_path):
@@ -123,10 +133,10 @@ def test_repair_of_an_interrupted_restore_puts_disks_back(tmp_path):
     for path, text in ((disk, 'snapshot content'), (backup, 'old content'), (prepared, 'x')):
         with open(path, 'w') as handle:
             handle.write(text)
-    snapmod.write_marker(layout, 'web1', {'op': 'restore', 'backups': [[disk, backup]],
-                                          'prepared': [[prepared, disk]]})
+    recovery.write_marker(vm_handle(layout, None), {'op': 'restore', 'backups': [[disk, backup]],
+                          'prepared': [[prepared, disk]]})
     vmm = FakeVmm('Created')      # a bare VMM whose vm.restore never happened
-    changes, _resumed = snapmod.repair(layout, 'web1', vmm)
+    changes, _resumed = recovery.repair(vm_handle(layout, vmm))
     assert 'undo' in changes[0] and vmm.calls == ['stop']
     with open(disk) as handle:
         assert handle.read() == 'old content'
@@ -140,9 +150,9 @@ def test_repair_after_a_finished_restore_drops_the_old_disks(tmp_path):
     backup = str(tmp_path / '.root.raw.pre-restore')
     for path in (disk, backup):
         open(path, 'w').close()
-    snapmod.write_marker(layout, 'web1', {'op': 'restore', 'backups': [[disk, backup]], 'prepared': []})
+    recovery.write_marker(vm_handle(layout, None), {'op': 'restore', 'backups': [[disk, backup]], 'prepared': []})
     vmm = FakeVmm('Running')
-    changes, _resumed = snapmod.repair(layout, 'web1', vmm)
+    changes, _resumed = recovery.repair(vm_handle(layout, vmm))
     assert 'finish' in changes[0] and vmm.calls == []
     assert os.path.exists(disk) and not os.path.exists(backup)
 
