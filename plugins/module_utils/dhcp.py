@@ -22,11 +22,9 @@ and ``names/`` (hostsdir); ``<state_dir>/dhcp/<bridge>.leases`` and ``<bridge>.l
 reboot. No Ansible imports, nothing heavy: ch_vm reads the settings on its no-change path.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import errno
+import fcntl
 import ipaddress
 import json
 import os
@@ -43,6 +41,7 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import (
     OptionError,
 )
 from ansible_collections.cloudhv.ch.plugins.module_utils import process
+from ansible_collections.cloudhv.ch.plugins.module_utils.fsutil import unlink_quiet
 from ansible_collections.cloudhv.ch.plugins.module_utils.store import read_text
 
 SBIN_DIRS = ('/usr/local/sbin', '/usr/sbin', '/sbin')
@@ -244,7 +243,7 @@ def bridges_of(networks):
     return sorted(set(n['bridge'] for n in networks or [] if n.get('bridge')))
 
 
-class Paths(object):
+class Paths:
     """Where the files of one bridge's server live (see the module docstring)."""
 
     def __init__(self, layout, bridge):
@@ -305,7 +304,7 @@ def write_nic_files(paths, changes):
         for directory, text in ((paths.hosts, hosts), (paths.names, names)):
             path = os.path.join(directory, name)
             if text is None:
-                process.unlink_quiet(path)
+                unlink_quiet(path)
             elif read_text(path) != text:
                 _write_file(path, text)
 
@@ -387,9 +386,59 @@ def vm_nic_changes(layout, vm, networks, old_networks=()):
 
 
 def apply_vm_changes(layout, changes):
-    """Write the changes of :func:`vm_nic_changes` (or of :func:`vm_removal`)."""
+    """Write the changes of :func:`vm_nic_changes` (or of :func:`vm_removal`), each bridge's under
+    its lock (:func:`bridge_lock`): a static address is claimed only if no other VM's file holds it
+    by then. :func:`check_vm_addresses` checked it before the VM's lock was taken, but two VMs
+    converging at once (two runs, or ch_vms's threads) could both have passed that check."""
     for bridge, files in sorted(changes.items()):
-        write_nic_files(Paths(layout, bridge), files)
+        paths = Paths(layout, bridge)
+        with bridge_lock(paths):
+            _check_claims(paths, files)
+            write_nic_files(paths, files)
+
+
+class bridge_lock:  # pylint: disable=invalid-name
+    """An exclusive flock on ``<run_dir>/dhcp/<bridge>/.hosts.lock`` (a dot file: dnsmasq reads
+    only the hosts and names directories) while one VM's files of that bridge are checked and
+    written. flock is per open file, so it also excludes the threads of one process."""
+
+    def __init__(self, paths):
+        self.path = os.path.join(paths.dir, '.hosts.lock')
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            self.fd = None
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)      # releases the lock
+            self.fd = None
+        return False
+
+
+def _check_claims(paths, files):
+    """Refuse to write a hosts line whose address another VM's file holds (see apply_vm_changes)."""
+    claimed = None
+    for name, lines in sorted(files.items()):
+        if not lines or not lines[0]:
+            continue
+        fields = lines[0].strip().split(',')
+        if len(fields) != 3:
+            continue
+        vm, index = name.rsplit('.', 1)
+        if claimed is None:
+            claimed = claimed_addresses(paths)
+        other = claimed.get(fields[1])
+        if other and other != vm:
+            raise OptionError('networks[%s].address' % index, "%s on bridge %s is claimed by VM %s and by VM %s; each "
+                              "VM needs an address of its own" % (fields[1], paths.bridge, other, vm))
 
 
 def vm_removal(layout, vm, networks):
@@ -477,7 +526,7 @@ def find_dnsmasq():
     return path
 
 
-class Dnsmasq(object):
+class Dnsmasq:
     """The dnsmasq of one bridge."""
 
     def __init__(self, layout, bridge, binary=None):
@@ -515,7 +564,7 @@ class Dnsmasq(object):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.exited(proc.pid, proc):
-                process.unlink_quiet(self.paths.pid)
+                unlink_quiet(self.paths.pid)
                 raise HostError("dnsmasq for bridge %s exited (status %s) as it started; last lines of %s:\n%s"
                                 % (self.paths.bridge, proc.poll(), self.paths.log,
                                    process.log_tail(self.paths.log, offset)), log_file=self.paths.log)
@@ -523,7 +572,7 @@ class Dnsmasq(object):
                 return proc.pid
             if time.monotonic() >= deadline:
                 process.terminate(proc.pid)
-                process.unlink_quiet(self.paths.pid)
+                unlink_quiet(self.paths.pid)
                 raise HostError("dnsmasq for bridge %s did not start within %s s; last lines of %s:\n%s"
                                 % (self.paths.bridge, START_TIMEOUT, self.paths.log,
                                    process.log_tail(self.paths.log, offset)), log_file=self.paths.log)
@@ -537,7 +586,7 @@ class Dnsmasq(object):
                 process.terminate(pid)
             except OSError as exc:
                 raise HostError("cannot stop dnsmasq (pid %d) of bridge %s: %s" % (pid, self.paths.bridge, exc))
-        process.unlink_quiet(self.paths.pid)
+        unlink_quiet(self.paths.pid)
         return pid is not None
 
     def remove(self):
@@ -546,7 +595,7 @@ class Dnsmasq(object):
         if os.path.isdir(self.paths.dir):
             shutil.rmtree(self.paths.dir)
         for path in (self.paths.leases, self.paths.log):
-            process.unlink_quiet(path)
+            unlink_quiet(path)
 
 
 def _ensure_dir(path):

@@ -14,15 +14,13 @@ and the end of a process.
 No Ansible imports here.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import errno
 import os
 import signal
 import subprocess
 import time
+
 
 LOG_TAIL = 20         # lines of a log shown when a start fails
 POLL = 0.02
@@ -129,17 +127,6 @@ def log_tail(path, offset=0, lines=LOG_TAIL):
     return '\n'.join(data.decode('utf-8', 'replace').splitlines()[-lines:])
 
 
-def unlink_quiet(path):
-    """Remove ``path``; True when it was there."""
-    try:
-        os.unlink(path)
-        return True
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-        return False
-
-
 def open_log(path):
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
@@ -159,12 +146,13 @@ def spawn_detached(argv, log_file, umask, env=None):
     log_fd = open_log(log_file)
     try:
         offset = log_launch(argv, log_fd)
-        old_umask = os.umask(umask)
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                                    close_fds=True, start_new_session=True, cwd='/', env=env)
-        finally:
-            os.umask(old_umask)
+        kwargs = dict(stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+                      start_new_session=True, cwd='/', env=env)
+        # The umask is set in the child only. os.umask() is process-wide: set around Popen in the
+        # parent, it would also apply to what other threads create meanwhile (ch_vms runs several
+        # VMs in threads: a directory made then would be 0600), and another thread's restore could
+        # give this child the wrong umask. (Popen's umask= needs Python 3.9: tests/config.yml.)
+        proc = subprocess.Popen(argv, umask=umask, **kwargs)  # pylint: disable=unexpected-keyword-arg
     finally:
         os.close(log_fd)
     return proc, offset
