@@ -49,8 +49,54 @@ def test_role_suboptions_mirror_the_module(variable, module):
     assert all('default' not in spec for spec in role['options'].values()), 'defaults are the module\'s'
 
 
+def argspec_shape(spec):
+    """{name: (type, elements, choices, required, nested shape)} of an argument spec (or of the
+    role's options, which use the same keys)."""
+    out = {}
+    for key, entry in spec.items():
+        nested = entry.get('options')
+        out[key] = (entry.get('type', 'str'), entry.get('elements'), entry.get('choices'),
+                    bool(entry.get('required')), argspec_shape(nested) if nested else None)
+    return out
+
+
+def role_defaults(role, spec, prefix=''):
+    """[(option, role's default, argspec's default)] for every default the role documents."""
+    out = []
+    for key, entry in role.items():
+        if 'default' in entry:
+            out.append((prefix + key, entry['default'], spec[key].get('default')))
+        if entry.get('options'):
+            out.extend(role_defaults(entry['options'], spec[key]['options'], prefix + key + '.'))
+    return out
+
+
+def test_role_vm_items_match_ch_vms_option_table():
+    """Each cloudhv_vms item is validated by the role with the types, choices and elements ch_vm
+    validates with (vm_options' table): a mismatch would refuse in the role what the module takes,
+    or let through what it refuses. The role documents fewer defaults (unset means 'keep'), but
+    one it documents is the module's."""
+    from ansible_collections.cloudhv.ch.plugins.module_utils.vm_options import argument_spec
+    table = dict((k, v) for k, v in argument_spec().items() if k not in COMMON)
+    role = role_spec()['cloudhv_vms']['options']
+    assert argspec_shape(role) == argspec_shape(table)
+    for option, role_default, module_default in role_defaults(role, table):
+        assert role_default == module_default, option
+
+
+def test_role_hands_its_vms_whole_to_ch_vms():
+    """cloudhv_vms entries go to one ch_vms task as they are: every suboption the role documents
+    must be an option ch_vms takes per item (all of ch_vm's but the task-wide binary/state_dir/run_dir)."""
+    from ansible_collections.cloudhv.ch.plugins.modules.ch_vms import item_spec
+    with open(os.path.join(REPO, 'roles', 'vms', 'tasks', 'main.yml')) as handle:
+        block = yaml.safe_load(handle)[0]['block']
+    args = [t for t in block if t['name'] == 'Converge the VMs'][0]['cloudhv.ch.ch_vms']
+    assert set(args) == {'vms', 'prune', 'parallel'}
+    assert 'cloudhv_vms' in args['vms'] and 'cloudhv_prune_vms' in args['prune']
+    assert set(role_spec()['cloudhv_vms']['options']) == set(item_spec()) - {'binary'}
+
+
 @pytest.mark.parametrize('variable,module,task', [
-    ('cloudhv_vms', 'ch_vm', 'Converge the VMs'),
     ('cloudhv_networks', 'ch_network', 'Create or update the networks')])
 def test_role_passes_every_option_on(variable, module, task):
     with open(os.path.join(REPO, 'roles', 'vms', 'tasks', 'main.yml')) as handle:

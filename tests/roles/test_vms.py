@@ -53,9 +53,11 @@ def test_vms_converge_restart_prune_and_snapshot(tmp_path, mirror, netns, short_
 
     res = run()
     assert res.rc == 0, res.stdout[-3000:]
-    assert [r['item']['name'] for r in results(res, 'Converge the VMs')['results']] == ['a1', 'b1', 'c1']
-    assert all(r['changed'] for r in results(res, 'Converge the VMs')['results'])
-    assert [r['vm']['state'] for r in results(res, 'Converge the VMs')['results']] == ['running', 'running', 'stopped']
+    # one ch_vms task converges them all
+    out = results(res, 'Converge the VMs')
+    assert list(out['vms']) == ['a1', 'b1', 'c1']
+    assert all(out['changes'][n] for n in ('a1', 'b1', 'c1'))
+    assert [out['vms'][n]['state'] for n in ('a1', 'b1', 'c1')] == ['running', 'running', 'stopped']
     for check in (False, True):
         res = run(check=check)
         assert res.rc == 0 and changed(res) == [], (check, changed(res))
@@ -63,7 +65,7 @@ def test_vms_converge_restart_prune_and_snapshot(tmp_path, mirror, netns, short_
     # a rolling restart restarts the VMs declared running, and only those
     res = run({'cloudhv_vms_restart': True})
     assert res.rc == 0, res.stdout[-3000:]
-    restarted = [r['item']['name'] for r in results(res, 'Converge the VMs')['results'] if r['changed']]
+    restarted = [n for n, c in results(res, 'Converge the VMs')['changes'].items() if c]
     assert restarted == ['a1', 'b1']
 
     # the snapshot playbook: every running VM of the group, once per name
@@ -83,7 +85,8 @@ def test_vms_converge_restart_prune_and_snapshot(tmp_path, mirror, netns, short_
     extra = {'name': 'chvextra0', 'addresses': ['10.80.0.1/24']}
     res = run({'cloudhv_prune_vms': True, 'cloudhv_networks': NETWORKS + [extra]})
     assert res.rc == 0, res.stdout[-3000:]
-    assert [r['item'] for r in results(res, 'Stop and remove the VMs this host does not declare')['results']] == ['c1']
+    assert results(res, 'Converge the VMs')['pruned'] == ['c1']
+    assert results(res, 'Converge the VMs')['changes']['c1'], 'pruned by ch_vms (no purge)'
     assert subprocess.run(['ip', '-n', netns, 'link', 'show', 'chvextra0'], check=False).returncode == 0
     assert not os.path.exists(str(tmp_path / 'state' / 'vms' / 'c1' / 'vm.json'))
     assert os.path.exists(str(tmp_path / 'state' / 'vms' / 'c1' / 'data.raw')), 'not purged'
@@ -96,6 +99,7 @@ def test_vms_converge_restart_prune_and_snapshot(tmp_path, mirror, netns, short_
     assert subprocess.run(['ip', '-n', netns, 'link', 'show', 'chvextra0'], capture_output=True,
                           check=False).returncode != 0
     assert not os.path.exists(str(tmp_path / 'state' / 'vms' / 'b1')), 'purged'
+    assert results(res, 'Converge the VMs')['vms']['b1'] == {'name': 'b1', 'state': 'absent'}
     assert os.path.exists(str(tmp_path / 'state' / 'vms' / 'a1' / 'vm.json'))
 
 
