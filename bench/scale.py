@@ -1,7 +1,8 @@
 """Many VMs on one host: converge N VMs (N = 1, 10, 50, 100) in one play, then run the same play
-again (no change); time and CPU per VM for both, against N. Uses the cloudhv.ch.vms
-role (cloudhv_vms = list of ch_vm option dicts) when roles/vms/tasks/main.yml exists, otherwise a
-`loop:` over cloudhv.ch.ch_vm; it prints which.
+again (no change); time and CPU per VM for both, against N, with a `loop:` over cloudhv.ch.ch_vm
+(what the cloudhv.ch.vms role ran before issue 15; the role now runs one cloudhv.ch.ch_vms task,
+which bench/fleet.py measures against this loop: the chart shows its CPU per VM from
+bench/fleet.json next to the loop's when that file exists).
 
 Per VM = (play time - the same play with no VMs) / N, and the median time of one loop item (from
 the timestamps of bench/callback_plugins/bench_timing.py). "Growth" is the Theil-Sen slope of
@@ -50,8 +51,13 @@ LOOP_PLAY = """- hosts: localhost
 """ + CH_VM_LOOP_TASKS
 
 
+FLEET_NUMBERS = os.path.join(HERE, 'fleet.json')
+
+
 def use_role():
-    return os.path.isfile(os.path.join(REPO, 'roles', 'vms', 'tasks', 'main.yml'))
+    """The role converges its VMs with one ch_vms task since issue 15: no loop items to time.
+    This benchmark keeps the ch_vm loop; bench/fleet.py measures ch_vms."""
+    return False
 
 
 def slope(xs, ys):
@@ -326,6 +332,18 @@ def chart(results, base, base_cpu, role, date):
                       label=label + ', wall')
             left.plot(ns, [per_vm(results[n][key + '_cpu'], base_cpu, n) for n in ns], marker=marker, color=color,
                       linestyle='--', label=label + ', CPU')
+    if os.path.exists(FLEET_NUMBERS):
+        # bench/fleet.py: one ch_vms task over the same N (CPU per VM), measured side by side with its own loop
+        with open(FLEET_NUMBERS) as handle:
+            fleet = json.load(handle)
+        fns = sorted(int(n) for n in fleet['scaling'])
+        fbase = statistics.median(e[1] for e in fleet['empty']['loop'])    # the play with no VMs runs no module
+        for key, label, marker, color in (('conv', 'converge', 'o', 'C3'), ('again', 'no-change', 's', 'C4')):
+            left.plot(fns, [(fleet['scaling'][str(n)]['fleet'][key][1] - fbase) / n * 1000.0 for n in fns],
+                      marker=marker, color=color, linestyle=':', label='ch_vms %s, CPU (fleet.py %s)' % (label, fleet['date']))
+            left.plot(fns, [(fleet['scaling'][str(n)]['loop'][key][1] - fbase) / n * 1000.0 for n in fns],
+                      marker=marker, color='C7', linestyle=':', markersize=4,
+                      label='ch_vm loop %s, CPU (same fleet.py run)' % label)
     left.set_xscale('log')
     left.set_xticks(ns)
     left.set_xticklabels([str(n) for n in ns])
@@ -359,7 +377,7 @@ def chart(results, base, base_cpu, role, date):
     right.legend(fontsize='small', loc='upper left')
     right.set_title('each VM against the VMs before it')
     fig.suptitle('cloudhv.ch: N VMs in one play on one host (%s, CH simulator, %s)' % (
-        'cloudhv.ch.vms role' if role else 'loop over ch_vm', date))
+        'ch_vm loop of the vms role before issue 15' if role else 'loop over ch_vm', date))
     fig.tight_layout()
     fig.savefig(CHART, dpi=110)
     print('chart: %s' % CHART)
