@@ -278,6 +278,11 @@ class VmEngine:
         except (ChApiError, VmmNotReachable):
             return pid, None
 
+    def _leftover_managed(self):
+        """The existing files a removal without purge left listed in managed.json."""
+        left = read_json(self.vm.managed_list_path()) or {}
+        return [p for p in left.get('managed_files', []) if os.path.exists(p)]
+
     def _facts(self, obs, spec, cloud, target):
         """What the planner needs to know about the host (reads only)."""
         vm = self.vm
@@ -292,8 +297,7 @@ class VmEngine:
         if spec['networks'] or old_networks:
             facts['dhcp_hosts'] = dhcp.vm_nic_changes(self.layout, self.name, spec['networks'], old_networks)
         if obs.record is None:
-            left = read_json(vm.managed_list_path()) or {}
-            facts['leftover_managed'] = [p for p in left.get('managed_files', []) if os.path.exists(p)]
+            facts['leftover_managed'] = self._leftover_managed()
         if obs.state in ('crashed', 'stopped') and target == 'stopped':
             facts['stale_run_files'] = os.path.lexists(vm.vmm.socket_path) or os.path.lexists(vm.vmm.pid_file)
             facts['stale_taps'] = vm.present_taps(vm.managed_taps(spec) + vm_record.managed_taps(obs.record))
@@ -369,6 +373,8 @@ class VmEngine:
                  'present_taps': self.vm.present_taps(vm_record.managed_taps(obs.record)),
                  'dhcp_files': files, 'dhcp_leases': leases,
                  'vm_dir': self.vm.vm_dir, 'vm_dir_exists': os.path.isdir(self.vm.vm_dir)}
+        if purge and obs.record is None:
+            facts['leftover_managed'] = self._leftover_managed()
         plan = vm_plan.plan_absent(obs, facts, purge)
         plan.spec = obs.spec
         if not self.check_mode:

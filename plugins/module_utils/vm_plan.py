@@ -16,6 +16,8 @@ from ansible_collections.cloudhv.ch.plugins.module_utils.errors import HostError
 
 # Parts of the VmConfig the planner changes on a live VM (everything else needs a restart).
 LIVE_PATHS = ('cpus.boot_vcpus', 'memory.size', 'balloon.size', 'disks', 'net')
+# Devices ch_vm can remove that CH cannot remove live: their removal needs a restart.
+REMOVABLE = ('balloon', 'vsock', 'platform', 'devices')
 
 
 class Step:
@@ -193,14 +195,15 @@ def plan_live(obs, spec, config, target, state, apply_changes, plan):
         else:
             plan.add('reboot the VM', Step('reboot'))
         return
+    if target == 'stopped':
+        # The record carries the changes: the VM gets them when it next boots.
+        plan.add('stop the VM', Step('stop'))
+        return
     if needs_restart and apply == 'restart':
         plan.add('restart the VM to apply %s' % ', '.join(restart_paths), Step('restart', paused=target == 'paused'))
         return
     if obs.state == 'paused' and target == 'running':
         plan.add('resume the VM', Step('resume'))
-    if target == 'stopped':
-        plan.add('stop the VM', Step('stop'))
-        return
     # Live changes need a running guest; a VM that stays paused gets them at its next restart.
     live_ok = apply != 'never' and (obs.state == 'running' or target == 'running')
     if live_ops and live_ok:
@@ -263,6 +266,9 @@ def live_diff(config, live, spec, ram_ceiling=None):
         ops.extend(_device_ops(key, kind, config.get(key) or [], live.get(key) or [], nets))
         rest_desired.pop(key, None)
     restart.extend(specmod.subset_diff(rest_desired, live))
+    # subset_diff compares only what the desired config sets: a restart-only device that was
+    # removed (balloon: {}, vsock: {}, platform: {}, devices: []) is a key the live VM still has.
+    restart.extend(key for key in REMOVABLE if not config.get(key) and live.get(key))
     return ops, restart
 
 
@@ -289,7 +295,8 @@ def _device_ops(key, kind, wanted, present, nets):
 # -- state=absent ---------------------------------------------------------------------------------
 def plan_absent(obs, facts, purge):
     """The plan that removes a VM. ``facts``: stale_run_files, present_taps, dhcp_files,
-    dhcp_leases, vm_dir, vm_dir_exists."""
+    dhcp_leases, vm_dir, vm_dir_exists, leftover_managed (the existing files managed.json names,
+    when there is no record)."""
     plan = Plan()
     record = obs.record or {}
     spec = record.get('spec') or {}
@@ -307,8 +314,10 @@ def plan_absent(obs, facts, purge):
             Step('dhcp_remove', files=files, leases=leases))
     if obs.record is not None:
         plan.add('remove the record', Step('remove_record', managed=list(record.get('managed_files', [])), purge=purge))
-    if purge and facts.get('vm_dir_exists'):
-        managed = sorted(set(record.get('managed_files', [])))
+    # Without a record, managed.json (written by a removal without purge) still names our files.
+    leftover = facts.get('leftover_managed') or []
+    if purge and (facts.get('vm_dir_exists') or leftover):
+        managed = sorted(set(record.get('managed_files', [])) | set(leftover))
         user_disks = sorted(set(d['path'] for d in spec.get('disks', []) if d['path'] not in managed))
         plan.add('purge %s (managed disks, cloud-init image, logs, snapshots)' % facts['vm_dir'],
                  Step('purge', managed=managed, user_disks=user_disks))

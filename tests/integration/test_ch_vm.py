@@ -350,6 +350,30 @@ def test_absent_keeps_user_disks_and_purge_removes_managed_files(hv):
     assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1'))
 
 
+def test_purge_after_a_removal_without_purge_removes_the_managed_files(hv):
+    """absent, then absent with purge: the record is gone, but managed.json still names the managed
+    disk made outside the VM's directory, and purge removes it (and only it)."""
+    user_disk = str(hv.tmp_path / 'user.raw')
+    with open(user_disk, 'wb') as handle:
+        handle.truncate(1 << 20)
+    managed = str(hv.tmp_path / 'managed' / 'scratch.raw')
+    os.makedirs(os.path.dirname(managed))
+    disks = [{'path': user_disk}, {'path': managed, 'size': '16M'}]
+    converge(hv, 'stopped', disks=disks)
+    assert hv.vm(**vm_args(hv, state='absent'))['changed']
+    assert os.path.exists(managed)
+    purge = vm_args(hv, state='absent', purge=True)
+    res = hv.vm(check=True, **purge)
+    assert res['changed'] and os.path.exists(managed), res
+    res = hv.vm(**purge)
+    assert res['changed'], res
+    assert not os.path.exists(managed)
+    assert os.path.exists(user_disk)
+    assert not os.path.exists(os.path.join(hv.state_dir, 'vms', 'web1'))
+    assert hv.vm(**purge)['changed'] is False
+    assert hv.vm(check=True, **purge)['changed'] is False
+
+
 def test_purge_keeps_user_disk_inside_the_vm_dir(hv):
     vm_dir = os.path.join(hv.state_dir, 'vms', 'web1')
     os.makedirs(vm_dir)
