@@ -59,12 +59,21 @@ def clear_marker(vm):
 
 
 # -- the first phase of a ch_vm run -----------------------------------------------------------------
-def recover(vm, obs, check_mode=False):
+def recover(vm, obs, check_mode=False, cloning=False):
     """Repair what a killed run left for ``vm`` (observed as ``obs``). Returns ``(changes, obs)``:
-    the observation to plan from - observed again after a real repair, predicted in check mode."""
-    marker = read_marker(vm) if obs.record else None
+    the observation to plan from - observed again after a real repair, predicted in check mode.
+    ``cloning``: this run creates the VM with clone_from (clone.Clone.run undoes a partial clone)."""
+    marker = read_marker(vm)
     if not marker:
         return [], obs
+    if obs.record is None:
+        # A clone killed before it wrote its record. A run that creates the VM otherwise undoes it
+        # now: left there, its marker would later be taken for a clone to finish.
+        if cloning or marker.get('op') != 'clone':
+            return [], obs
+        if not check_mode:
+            undo_partial_clone(vm)
+        return ['remove what an interrupted clone left in %s' % vm.vm_dir], obs
     if marker.get('op') == 'clone':
         changes, live = finish_clone(vm, marker, obs.record.get('run_state') or 'running', check_mode=check_mode)
         if not check_mode:

@@ -239,7 +239,7 @@ class VmEngine:
     def _converge_present(self, state):
         obs = self._observe()
         before = {'state': obs.state, 'spec': public_spec(obs.spec)}
-        changes, obs = recovery.recover(self.vm, obs, check_mode=self.check_mode)
+        changes, obs = recovery.recover(self.vm, obs, check_mode=self.check_mode, cloning=self.clone is not None)
         more, obs = self._identity(obs, state)
         changes += more
         spec, cloud, config = self.desired(obs.record)

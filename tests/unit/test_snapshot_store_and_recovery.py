@@ -124,6 +124,31 @@ def test_repair_of_an_interrupted_snapshot(tmp_path, op, was_running, state, che
     assert (recovery.read_marker(vm_handle(layout, vmm)) is not None) is check_mode
 
 
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_recover_undoes_a_partial_clone_for_a_run_that_creates_the_vm_otherwise(tmp_path, check_mode):
+    """A clone killed before its record, then a run that creates the VM without clone_from: the
+    half-made copy and clone-source go (in check mode: are predicted to), so the marker is not taken
+    for a clone to finish once the VM has a record."""
+    from ansible_collections.cloudhv.ch.plugins.module_utils.vm import Observed
+    layout = Layout(str(tmp_path / 'state'), str(tmp_path / 'run'))
+    layout.ensure_dirs('web1')
+    vm = vm_handle(layout, FakeVmm(None))
+    half = os.path.join(vm.vm_dir, 'root.raw')
+    work = os.path.join(vm.vm_dir, snapmod.CLONE_SOURCE)
+    os.mkdir(work)
+    open(half, 'w').close()
+    recovery.write_marker(vm, {'op': 'clone', 'files': [half], 'work': work})
+    obs = Observed(None, None, None, 'absent')
+    changes, after = recovery.recover(vm, obs, check_mode=check_mode)
+    assert changes == ['remove what an interrupted clone left in %s' % vm.vm_dir]
+    assert after is obs
+    assert os.path.exists(half) is check_mode and os.path.exists(work) is check_mode
+    assert (recovery.read_marker(vm) is not None) is check_mode
+    if check_mode:   # a clone_from run leaves it to clone.Clone.run, which undoes it itself
+        assert recovery.recover(vm, obs, cloning=True) == ([], obs)
+        assert os.path.exists(half)
+
+
 def test_repair_of_an_interrupted_restore_puts_disks_back(tmp_path):
     layout = Layout(str(tmp_path / 'state'), str(tmp_path / 'run'))
     layout.ensure_dirs('web1')
