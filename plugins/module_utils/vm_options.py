@@ -13,14 +13,14 @@ common.py's and are added by :func:`argument_spec`):
 - ``keeps``: whether an unset value (None) keeps the VM's recorded value (spec.normalize), so an
   ad hoc ``name=web1 state=stopped`` redefines nothing;
 - ``vmconfig``: the CH VmConfig paths it sets (spec.build_config), each with how a change of it
-  reaches a running VM: LIVE (lifecycle's live_diff applies it through the API: a vCPU resize within
+  reaches a running VM: LIVE (vm_plan.live_diff applies it through the API: a vCPU resize within
   max_vcpus, RAM growth within hotplug_size in 128 MiB DIMMs, the balloon's size, hot-adding and
   removing disks and NICs) or RESTART (needs a new VMM, see the option apply_changes). Options that
   are not VmConfig (state, force, purge, ...) have none.
 
 The other places that describe these options follow this table and are checked against it by tests:
 ch_vm's DOCUMENTATION (ansible-test's validate-modules), the vms role's argument_specs
-(tests/roles/test_argument_specs.py) and lifecycle's live_diff (tests/unit/test_vm_options.py).
+(tests/roles/test_argument_specs.py) and vm_plan.live_diff (tests/unit/test_vm_options.py).
 
 No Ansible imports at module level: spec.py (engine code) reads the table; only
 :func:`argument_spec` reaches common.py.

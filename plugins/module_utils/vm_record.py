@@ -41,7 +41,7 @@ Keys (all optional on read: the accessors below give a default for a missing key
     written before the option existed do not change; ch_snapshot restarts the VMM the same way.
 ``run_state``
     str, the state the VM was last converged to: ``running``, ``paused``, ``stopped`` or ``standby``
-    (memory snapshotted under ``snapshots/.standby``, VMM stopped). A record that says running or paused
+    (memory snapshotted under ``<vm_dir>/standby``, VMM stopped). A record that says running or paused
     without a live VMM is a crashed (or stopped-by-itself) VM.
 ``ram_ceiling``
     int, bytes: the RAM the running VMM can grow to (its boot RAM plus ``memory_hotplug``), recorded when

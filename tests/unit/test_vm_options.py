@@ -1,7 +1,7 @@
 """ch_vm's option table (plugins/module_utils/vm_options.py): the argument spec it generates is
 exactly the one ch_vm had before the table (frozen below), its new-VM defaults and 'unset keeps'
 flags are what spec.normalize does, and its VmConfig paths are real, set by spec.build_config, and
-marked live exactly where lifecycle's live_diff changes a running VM."""
+marked live exactly where vm_plan.live_diff changes a running VM."""
 import pytest
 
 from ansible_collections.cloudhv.ch.plugins.module_utils import spec, vm_options
