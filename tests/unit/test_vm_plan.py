@@ -73,8 +73,10 @@ def echo(config):
     return live
 
 
-def make_record(run_state, spec=SPEC, config=CONFIG, **extra):
+def make_record(run_state, spec=None, config=None, **extra):
     """A record as the engine reads it (Layout.read_record stamps record_version and name)."""
+    spec = SPEC if spec is None else spec
+    config = CONFIG if config is None else config
     record = {'record_version': 1, 'name': NAME, 'spec': copy.deepcopy(spec), 'config': copy.deepcopy(config),
               'binary': BINARY, 'run_state': run_state, 'managed_files': [], 'ram_ceiling': OLD_CEILING}
     record.update(extra)
@@ -96,8 +98,10 @@ def observe(state, live_config=None, record=None):
     return Observed(record, None, None, state)
 
 
-def present(obs_state, state, facts=None, live_config=None, spec=SPEC, config=CONFIG, cloud=None,
+def present(obs_state, state, facts=None, live_config=None, spec=None, config=None, cloud=None,
             apply_changes='live', launcher='auto', earlier=(), record=None, binary=BINARY):
+    spec = SPEC if spec is None else spec
+    config = CONFIG if config is None else config
     obs = observe(obs_state, live_config, record)
     return vm_plan.plan_present(obs, spec, config, cloud, state, dict(facts or {}), binary, launcher=launcher,
                                 apply_changes=apply_changes, earlier=earlier)
@@ -190,7 +194,7 @@ PRESENT = [
 
 
 def test_the_present_table_covers_every_observed_and_requested_state():
-    assert sorted((o, s) for o, s, _ in PRESENT) == sorted((o, s) for o in OBS_STATES for s in REQUESTS)
+    assert sorted((o, s) for o, s, _actions in PRESENT) == sorted((o, s) for o in OBS_STATES for s in REQUESTS)
 
 
 @pytest.mark.parametrize('observed, state, actions', PRESENT)
