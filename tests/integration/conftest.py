@@ -50,13 +50,18 @@ class Hypervisor(object):
                             netns=self.netns,
                             play_extra={'module_defaults': {'group/cloudhv.ch.ch': self.defaults}}, **kw)
 
-    def vm(self, check=False, diff=True, env=None, **args):
-        """Run one ch_vm task and return its result dict (with rc and failed)."""
-        res = self.play([{'name': 'vm', 'cloudhv.ch.ch_vm': args}], check=check, diff=diff, env=env)
-        out = res.task('vm')
+    def task(self, module, check=False, diff=True, env=None, **args):
+        """Run one task of ``module`` (a FQCN) and return its result dict, with the play's return
+        code as ``_rc`` and the task's status as ``_status``."""
+        res = self.play([{'name': 'task', module: args}], check=check, diff=diff, env=env)
+        out = res.task('task')
         out['_rc'] = res.rc
-        out['_status'] = [r['status'] for r in res.results if r['task'] == 'vm'][-1]
+        out['_status'] = [r['status'] for r in res.results if r['task'] == 'task'][-1]
         return out
+
+    def vm(self, check=False, diff=True, env=None, **args):
+        """Run one ch_vm task (see task)."""
+        return self.task('cloudhv.ch.ch_vm', check=check, diff=diff, env=env, **args)
 
     def info(self, name=None):
         args = {'name': name} if name else {}

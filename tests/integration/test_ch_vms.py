@@ -16,12 +16,8 @@ def item(hv, name, **extra):
 
 
 def vms(hv, check=False, diff=True, env=None, **args):
-    """One ch_vms task; its result dict with _rc."""
-    res = hv.play([{'name': 'vms', 'cloudhv.ch.ch_vms': args}], check=check, diff=diff, env=env)
-    out = res.task('vms')
-    out['_rc'] = res.rc
-    out['_status'] = [r['status'] for r in res.results if r['task'] == 'vms'][-1]
-    return out
+    """One ch_vms task; its result dict with _rc and _status."""
+    return hv.task('cloudhv.ch.ch_vms', check=check, diff=diff, env=env, **args)
 
 
 def converge(hv, **args):

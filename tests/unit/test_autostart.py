@@ -33,6 +33,15 @@ def test_render_unit_recreates_taps_and_boots_from_vmconfig():
     assert 'UMask=%04o' % VMM_UMASK in lines          # the same as a launch by ch_vm
 
 
+def dirs(tmp_path):
+    """(the unit directory, web1's VM directory under tmp_path/state), both made."""
+    unit_dir = tmp_path / 'units'
+    unit_dir.mkdir()
+    vm_dir = tmp_path / 'state' / 'vms' / 'web1'
+    vm_dir.mkdir(parents=True)
+    return unit_dir, vm_dir
+
+
 @pytest.fixture
 def fake_systemctl(tmp_path):
     calls = tmp_path / 'calls'
@@ -48,10 +57,7 @@ def fake_systemctl(tmp_path):
 
 def test_enable_is_idempotent_and_check_mode_changes_nothing(tmp_path, fake_systemctl):
     systemctl, calls = fake_systemctl
-    unit_dir = tmp_path / 'units'
-    unit_dir.mkdir()
-    vm_dir = tmp_path / 'state' / 'vms' / 'web1'
-    vm_dir.mkdir(parents=True)
+    unit_dir, vm_dir = dirs(tmp_path)
     unit = 'cloudhv-vm-web1.%s.service' % state_dir_tag(str(tmp_path / 'state'))
     assert autostart.unit_name('web1', str(vm_dir)) == unit
     kw = dict(config={'payload': {'kernel': '/k'}}, unit_args=ARGS, unit_dir=str(unit_dir),
@@ -106,10 +112,7 @@ def test_the_unit_of_an_earlier_release_is_replaced(tmp_path, fake_systemctl, en
     """The unit an earlier release wrote for this VM (its ExecStartPost creates the VM from this
     vm_dir's vmconfig.json) is disabled and removed, not left to boot the VM a second time."""
     systemctl, calls = fake_systemctl
-    unit_dir = tmp_path / 'units'
-    unit_dir.mkdir()
-    vm_dir = tmp_path / 'state' / 'vms' / 'web1'
-    vm_dir.mkdir(parents=True)
+    unit_dir, vm_dir = dirs(tmp_path)
     legacy = _legacy_unit(unit_dir, vm_dir)
     kw = dict(config={'payload': {'kernel': '/k'}}, unit_args=ARGS, unit_dir=str(unit_dir),
               systemctl=systemctl, require_pid1=False)
@@ -128,10 +131,7 @@ def test_the_unit_of_an_earlier_release_is_replaced(tmp_path, fake_systemctl, en
 def test_an_earlier_release_unit_of_another_state_dir_is_left_alone(tmp_path, fake_systemctl):
     """cloudhv-web1.service that boots web1 of another state_dir is that VM's: not touched."""
     systemctl, calls = fake_systemctl
-    unit_dir = tmp_path / 'units'
-    unit_dir.mkdir()
-    vm_dir = tmp_path / 'state' / 'vms' / 'web1'
-    vm_dir.mkdir(parents=True)
+    unit_dir, vm_dir = dirs(tmp_path)
     legacy = _legacy_unit(unit_dir, tmp_path / 'other' / 'vms' / 'web1')
     text = legacy.read_text()
     kw = dict(config={'payload': {'kernel': '/k'}}, unit_args=ARGS, unit_dir=str(unit_dir),
